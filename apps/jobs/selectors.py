@@ -1,0 +1,36 @@
+"""Reads shared by the admin, the commands and the actors."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+
+from apps.jobs.exceptions import JobNotFound, PermanentFailure
+from apps.jobs.models import Job, JobAttempt, Report
+
+
+def job_get(*, job_id: UUID | str) -> Job:
+    """The job with this id, or JobNotFound."""
+    try:
+        return Job.objects.select_related("requested_by", "trigger_content_type").get(pk=job_id)
+    except (Job.DoesNotExist, ValidationError, ValueError):
+        raise JobNotFound(f"No job has the id {job_id}.", job_id=str(job_id)) from None
+
+
+def job_attempts(*, job: Job) -> QuerySet[JobAttempt]:
+    return job.attempt_set.order_by("number")
+
+
+def job_list() -> QuerySet[Job]:
+    """Jobs for listings: the columns operators scan, without the large JSON ones."""
+    return Job.objects.select_related("requested_by").defer("args", "kwargs", "result", "last_traceback")
+
+
+def report_get(*, report_id: int) -> Report:
+    """The report with this id; a missing one is a permanent failure for the job building it."""
+    try:
+        return Report.objects.get(pk=report_id)
+    except Report.DoesNotExist:
+        raise PermanentFailure(f"Report {report_id} does not exist.") from None

@@ -1,0 +1,59 @@
+"""Housekeeping: expired sessions and the ledger's retention."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from importlib import import_module
+
+from django.conf import settings
+from django.utils import timezone
+
+from apps.jobs.models import Job
+
+logger = logging.getLogger(__name__)
+
+#: Rows deleted per statement, so pruning never holds long locks on a busy ledger.
+PRUNE_BATCH_SIZE = 1000
+
+
+def sessions_clear_expired() -> int | None:
+    """Delete expired Django sessions; returns how many, or None when the backend cannot count."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    get_model_class = getattr(store, "get_model_class", None)
+    if get_model_class is None:
+        store.clear_expired()
+        return None
+    deleted, _ = get_model_class().objects.filter(expire_date__lt=timezone.now()).delete()
+    logger.info("Deleted %d expired sessions.", deleted, extra={"action": "sessions_cleared"})
+    return deleted
+
+
+def jobs_prune_finished(
+    *, retention_days: int | None = None, failed_retention_days: int | None = None
+) -> dict[str, int]:
+    """Delete finished jobs past their retention (failed ones are kept longer); returns counts."""
+    now = timezone.now()
+    retention = timedelta(days=retention_days if retention_days is not None else settings.JOBS_RETENTION_DAYS)
+    failed_retention = timedelta(
+        days=failed_retention_days
+        if failed_retention_days is not None
+        else settings.JOBS_FAILED_RETENTION_DAYS
+    )
+    done = (Job.Status.SUCCEEDED, Job.Status.CANCELLED, Job.Status.SKIPPED)
+    counts = {
+        "finished": _delete_in_batches(status__in=done, finished_at__lt=now - retention),
+        "failed": _delete_in_batches(status=Job.Status.FAILED, finished_at__lt=now - failed_retention),
+    }
+    logger.info("Pruned jobs: %s.", counts, extra={"action": "jobs_pruned"})
+    return counts
+
+
+def _delete_in_batches(**lookup: object) -> int:
+    total = 0
+    while True:
+        ids = list(Job.objects.filter(**lookup).values_list("pk", flat=True)[:PRUNE_BATCH_SIZE])
+        if not ids:
+            return total
+        Job.objects.filter(pk__in=ids).delete()
+        total += len(ids)

@@ -1,0 +1,242 @@
+"""Chaos scenarios: crashes, outages, duplicates and bad messages, with every job accounted for."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dramatiq
+import pika
+import pytest
+from django.conf import settings
+from django.db import transaction
+
+from apps.jobs import services
+from apps.jobs.actors import probe
+from apps.jobs.models import Job, JobAttempt
+from tests.chaos.conftest import Postgres, Rabbit, settle, tally
+from tests.live import ROOT, WorkerProcess, queue_messages, wait_for
+
+Status = Job.Status
+
+
+def submit_probes(count: int, **kwargs: object) -> list[str]:
+    with transaction.atomic():
+        return [str(services.job_submit(actor="jobs.probe", kwargs=kwargs).pk) for _ in range(count)]
+
+
+def running_count(ids: list[str]) -> int:
+    return Job.objects.filter(pk__in=ids, status=Status.RUNNING).count()
+
+
+def assert_accounted(row) -> None:
+    assert row.lost == 0, row
+    assert row.doubled == 0, row
+
+
+def test_kill_9_of_a_worker_mid_job(workers: list[WorkerProcess]) -> None:
+    ids = submit_probes(20, sleep_ms=2000)
+    wait_for(lambda: running_count(ids) >= 4, timeout=30, message="jobs never started")
+    victim = JobAttempt.objects.filter(job_id__in=ids, outcome="running").values_list(
+        "worker_pid", flat=True
+    )[0]
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    done = settle(ids, timeout=120)
+    row = tally(
+        "kill -9 of a worker mid-job",
+        ids,
+        since=killed_at,
+        until=done,
+        note=f"worker restarted {workers[0].restarts}x",
+    )
+    assert_accounted(row)
+    assert row.succeeded == 20
+    assert JobAttempt.objects.filter(job_id__in=ids, outcome="worker_lost").exists()
+
+
+def test_rabbitmq_stop_app_start_app_with_1000_jobs_in_flight(
+    workers: list[WorkerProcess], rabbit: Rabbit
+) -> None:
+    ids = submit_probes(1000, sleep_ms=50)
+    rabbit.stop_app()
+    in_flight = Job.objects.filter(pk__in=ids).exclude(status__in=Job.FINAL_STATUSES).count()
+    assert in_flight > 100, "the outage should hit jobs in flight"
+    time.sleep(3)
+    rabbit.start_app()
+    back_at = time.monotonic()
+    done = settle(ids, timeout=240)
+    row = tally(
+        "rabbitmqctl stop_app/start_app, 1000 jobs",
+        ids,
+        since=back_at,
+        until=done,
+        note=f"{in_flight} in flight at the stop",
+    )
+    assert_accounted(row)
+    assert row.succeeded == 1000
+
+
+def test_rabbitmq_close_all_connections(workers: list[WorkerProcess], rabbit: Rabbit) -> None:
+    ids = submit_probes(300, sleep_ms=200)
+    wait_for(lambda: running_count(ids) >= 4, timeout=30, message="jobs never started")
+    rabbit.close_all_connections()
+    closed_at = time.monotonic()
+    done = settle(ids, timeout=180)
+    row = tally("rabbitmqctl close_all_connections", ids, since=closed_at, until=done)
+    assert_accounted(row)
+    assert row.succeeded == 300
+
+
+def test_postgresql_restart_while_jobs_run(workers: list[WorkerProcess], postgres: Postgres) -> None:
+    ids = submit_probes(100, sleep_ms=300)
+    wait_for(lambda: running_count(ids) >= 4, timeout=30, message="jobs never started")
+    restarted_at = time.monotonic()
+    postgres.restart()
+    done = settle(ids, timeout=180)
+    row = tally("PostgreSQL restart while jobs run", ids, since=restarted_at, until=done)
+    assert_accounted(row)
+    assert row.succeeded == 100
+
+
+def test_crash_between_commit_and_publish(workers: list[WorkerProcess]) -> None:
+    # A process commits 10 jobs and dies before publishing any of them.
+    script = (
+        "import os\n"
+        "from django.db import transaction\n"
+        "from apps.jobs import services\n"
+        "from apps.jobs.services import submission\n"
+        "submission.job_publish = lambda **kwargs: os._exit(9)\n"
+        "with transaction.atomic():\n"
+        "    ids = [str(services.job_submit(actor='jobs.probe').pk) for _ in range(10)]\n"
+        "    print(' '.join(ids), flush=True)\n"
+    )
+    env = {**os.environ, "DATABASE_URL": workers[0].database_url(), "JOBS_RELAY_GRACE_S": "1"}
+    crashed = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    crashed_at = time.monotonic()
+    assert crashed.returncode == 9, crashed.stderr
+    ids = crashed.stdout.split()
+    assert len(ids) == 10
+    done = settle(ids, timeout=60)
+    row = tally(
+        "crash between commit and publish", ids, since=crashed_at, until=done, note="published by the relay"
+    )
+    assert_accounted(row)
+    assert row.succeeded == 10
+
+
+def test_rabbitmq_down_while_jobs_are_submitted(workers: list[WorkerProcess], rabbit: Rabbit) -> None:
+    rabbit.stop_app()
+    try:
+        ids = submit_probes(50)
+        ids += [probe.send().message_id for _ in range(10)]  # plain sends are kept by the ledger too
+        assert Job.objects.filter(pk__in=ids, status=Status.PENDING).count() == 60
+    finally:
+        rabbit.start_app()
+    back_at = time.monotonic()
+    done = settle(ids, timeout=120)
+    row = tally(
+        "RabbitMQ down while jobs are submitted",
+        ids,
+        since=back_at,
+        until=done,
+        note="accepted as pending, relayed",
+    )
+    assert_accounted(row)
+    assert row.succeeded == 60
+
+
+def test_poison_job_that_kills_its_worker(workers: list[WorkerProcess], broker: dramatiq.Broker) -> None:
+    job = services.job_submit(actor="jobs.probe", kwargs={"crash_attempts": 99}, options={"max_retries": 2})
+    started_at = time.monotonic()
+    done = settle([job.pk], timeout=120)
+    row = tally(
+        "poison job (kills its worker)",
+        [job.pk],
+        since=started_at,
+        until=done,
+        note=f"quarantined after {workers[0].restarts} worker deaths",
+    )
+    assert_accounted(row)
+    job.refresh_from_db()
+    assert job.status == Status.FAILED and job.last_error.startswith("Worker lost")
+    assert job.attempts == 3
+    wait_for(
+        lambda: queue_messages("default.XQ") == 1, timeout=10, message="poison message not dead-lettered"
+    )
+
+
+def _publish_raw(body: bytes, queue: str = "default") -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(settings.RABBITMQ_URL))
+    try:
+        connection.channel().basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+    finally:
+        connection.close()
+
+
+def test_undecodable_message(workers: list[WorkerProcess]) -> None:
+    sent_at = time.monotonic()
+    _publish_raw(b"\xff\xfe this is not a job")
+    ids = submit_probes(5)
+    dead = wait_for(
+        lambda: Job.objects.filter(actor_name="(undecodable message)").first(),
+        timeout=30,
+        message="undecodable message not recorded",
+    )
+    done = settle(ids, timeout=60)
+    row = tally(
+        "undecodable message",
+        [*ids, dead.pk],
+        since=sent_at,
+        until=done,
+        note="dead-lettered, visible as failed",
+    )
+    assert_accounted(row)
+    assert (row.succeeded, row.failed) == (5, 1)
+    wait_for(lambda: queue_messages("default.XQ") == 1, timeout=10, message="not dead-lettered")
+    assert all(worker.alive() and worker.restarts == 0 for worker in workers)
+
+
+def test_message_for_an_unknown_actor(workers: list[WorkerProcess], broker: dramatiq.Broker) -> None:
+    sent_at = time.monotonic()
+    message = dramatiq.Message(
+        queue_name="default", actor_name="jobs.no_such_actor", args=(), kwargs={}, options={}
+    )
+    broker.enqueue(message)
+    ids = submit_probes(5)
+    done = settle([*ids, message.message_id], timeout=60)
+    row = tally(
+        "message for an unknown actor",
+        [*ids, message.message_id],
+        since=sent_at,
+        until=done,
+        note="dead-lettered, visible as failed",
+    )
+    assert_accounted(row)
+    assert (row.succeeded, row.failed) == (5, 1)
+    assert "No actor named" in Job.objects.get(pk=message.message_id).last_error
+    wait_for(lambda: queue_messages("default.XQ") == 1, timeout=10, message="not dead-lettered")
+    assert all(worker.alive() and worker.restarts == 0 for worker in workers)
+
+
+@pytest.mark.parametrize("workers", [2], indirect=True)
+def test_two_workers_racing_on_redelivered_messages(workers: list[WorkerProcess], rabbit: Rabbit) -> None:
+    ids = submit_probes(16, sleep_ms=3000)
+    wait_for(lambda: running_count(ids) >= 8, timeout=30, message="jobs never started")
+    # Every unacked delivery goes back to the queue and to the other worker, while the first still runs it.
+    rabbit.close_all_connections()
+    closed_at = time.monotonic()
+    done = settle(ids, timeout=120)
+    row = tally("two workers racing on redelivered messages", ids, since=closed_at, until=done)
+    assert_accounted(row)
+    assert row.succeeded == 16

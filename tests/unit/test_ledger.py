@@ -1,0 +1,199 @@
+"""The ledger's transitions: forward only, whatever order events arrive in."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.jobs import runtime, services
+from apps.jobs.admin import STATUS_COLOURS
+from apps.jobs.exceptions import InvalidTransition, JobQuarantined
+from apps.jobs.models import Job, JobAttempt
+
+Status = Job.Status
+
+#: Events the broker, the workers and the producer report, each about attempt 1 of one job.
+EVENTS: dict[str, Callable[[Job], object]] = {
+    "confirmed": lambda job: services.job_mark_queued(job_id=job.pk),
+    "started": lambda job: services.job_start(job_id=job.pk),
+    "succeeded": lambda job: services.job_succeed(job_id=job.pk, attempt=1, result={"ok": True}),
+    "retry_scheduled": lambda job: services.job_retry_scheduled(
+        job_id=job.pk, attempt=1, error=ValueError("boom"), traceback="tb", retry_at=timezone.now()
+    ),
+    "failed": lambda job: services.job_fail(
+        job_id=job.pk, attempt=1, error=ValueError("boom"), traceback="tb"
+    ),
+    "expired": lambda job: services.job_fail_undelivered(job_id=job.pk, reason="too old"),
+    "skipped": lambda job: services.job_skip(job_id=job.pk, reason="outdated tick"),
+    "cancelled": lambda job: services.job_cancel(job_id=job.pk),
+}
+
+PHASE = {Status.PENDING: 0, Status.QUEUED: 1, Status.RUNNING: 2, Status.RETRYING: 3}
+
+
+def progress_rank(job: Job) -> tuple[float, int]:
+    """How far along a job is: final beats everything, then later attempts, then later phases."""
+    if job.status in Job.FINAL_STATUSES:
+        return (float("inf"), 4)
+    return (job.attempts, PHASE[job.status])
+
+
+def apply(event: str, job: Job) -> None:
+    try:
+        EVENTS[event](job)
+    except (InvalidTransition, JobQuarantined):
+        pass  # refused: the normal answer to a late or duplicate event
+
+
+def test_allowed_from__covers_every_status() -> None:
+    assert set(services.ALLOWED_FROM) == set(Status.values)
+    assert set(STATUS_COLOURS) == set(Status.values)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("first", "second"), list(itertools.product(EVENTS, repeat=2)))
+def test_transitions__no_ordered_pair_of_events_moves_a_job_backwards(
+    job_factory: Callable[..., Job], first: str, second: str
+) -> None:
+    # Given a job just written, not yet confirmed by the broker
+    job = job_factory(status=Status.PENDING)
+    ranks = [progress_rank(job)]
+    statuses = [job.status]
+    # When two events arrive in this order
+    for event in (first, second):
+        apply(event, job)
+        job.refresh_from_db()
+        ranks.append(progress_rank(job))
+        statuses.append(job.status)
+    # Then the job never moved backwards, and a final status was never left
+    assert ranks == sorted(ranks), f"{first} then {second}: {statuses}"
+    for before, after in itertools.pairwise(statuses):
+        if before in Job.FINAL_STATUSES:
+            assert after == before, f"{first} then {second}: {statuses}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sequence", list(itertools.permutations(["confirmed", "started", "succeeded"])))
+def test_transitions__publish_confirmation_racing_the_worker_ends_succeeded_when_the_worker_is_done(
+    job_factory: Callable[..., Job], sequence: tuple[str, ...]
+) -> None:
+    # django-dramatiq #154: the producer's "enqueued" write landing after the worker's "done".
+    job = job_factory(status=Status.PENDING)
+    for event in sequence:
+        apply(event, job)
+    job.refresh_from_db()
+    if sequence.index("started") < sequence.index("succeeded"):
+        assert job.status == Status.SUCCEEDED
+        assert job.attempts == 1
+    else:
+        assert job.status in (Status.RUNNING, Status.QUEUED)
+    assert job.enqueued_at is not None or sequence.index("confirmed") > sequence.index("started")
+
+
+@pytest.mark.django_db
+def test_job_start__duplicate_delivery_of_a_job_running_in_this_process_is_dropped(
+    job_factory: Callable[..., Job],
+) -> None:
+    job = job_factory(status=Status.QUEUED)
+    started = services.job_start(job_id=job.pk)
+    runtime.begin(started.pk, started.attempts)
+    try:
+        assert services.job_start(job_id=job.pk, redelivered=True) is None
+    finally:
+        runtime.end()
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.RUNNING, 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SKIPPED])
+def test_job_start__final_jobs_never_run_again(job_factory: Callable[..., Job], status: str) -> None:
+    job = job_factory(status=status, attempts=1)
+    assert services.job_start(job_id=job.pk, redelivered=True) is None
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def _running_job(job_factory: Callable[..., Job], *, host: str, pid: int, heartbeat_age_s: float, **fields):
+    now = timezone.now()
+    job = job_factory(
+        status=Status.RUNNING, attempts=1, heartbeat_at=now - timedelta(seconds=heartbeat_age_s), **fields
+    )
+    JobAttempt.objects.create(job=job, number=1, worker_host=host, worker_pid=pid, started_at=now)
+    return job
+
+
+@pytest.mark.django_db
+def test_job_start__takes_over_a_job_whose_worker_process_died(job_factory: Callable[..., Job]) -> None:
+    job = _running_job(job_factory, host=runtime.HOSTNAME, pid=_dead_pid(), heartbeat_age_s=0)
+    started = services.job_start(job_id=job.pk, redelivered=True)
+    assert started is not None and started.attempts == 2
+    outcomes = list(job.attempt_set.order_by("number").values_list("outcome", "redelivered"))
+    assert outcomes == [(JobAttempt.Outcome.WORKER_LOST, False), (JobAttempt.Outcome.RUNNING, True)]
+
+
+@pytest.mark.django_db
+def test_job_start__a_job_on_another_host_is_left_alone_while_its_lease_is_fresh(
+    job_factory: Callable[..., Job], settings
+) -> None:
+    settings.JOBS_LEASE_S = 60
+    fresh = _running_job(job_factory, host="other-host", pid=1, heartbeat_age_s=5)
+    stale = _running_job(job_factory, host="other-host", pid=1, heartbeat_age_s=120)
+    assert services.job_start(job_id=fresh.pk, redelivered=True) is None
+    taken = services.job_start(job_id=stale.pk, redelivered=True)
+    assert taken is not None and taken.attempts == 2
+
+
+@pytest.mark.django_db
+def test_job_start__worker_lost_on_the_last_attempt_fails_the_job(job_factory: Callable[..., Job]) -> None:
+    # A message that kills its worker every time must not be redelivered forever.
+    job = _running_job(job_factory, host=runtime.HOSTNAME, pid=_dead_pid(), heartbeat_age_s=0, max_retries=0)
+    with pytest.raises(JobQuarantined):
+        services.job_start(job_id=job.pk, redelivered=True)
+    job.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert job.last_error.startswith("Worker lost")
+    assert job.attempt_set.get().outcome == JobAttempt.Outcome.WORKER_LOST
+
+
+@pytest.mark.django_db
+def test_job_succeed__an_outcome_from_a_superseded_attempt_is_refused(
+    job_factory: Callable[..., Job],
+) -> None:
+    # Fencing: the worker of attempt 1 comes back after attempt 2 took the job over.
+    job = _running_job(job_factory, host=runtime.HOSTNAME, pid=_dead_pid(), heartbeat_age_s=0)
+    services.job_start(job_id=job.pk, redelivered=True)
+    assert services.job_succeed(job_id=job.pk, attempt=1, result="late") is None
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result) == (Status.RUNNING, 2, None)
+    assert services.job_succeed(job_id=job.pk, attempt=2, result="on time") is not None
+
+
+@pytest.mark.django_db
+def test_transition__writes_one_event_per_change(job_factory: Callable[..., Job]) -> None:
+    job = job_factory(status=Status.PENDING)
+    services.job_mark_queued(job_id=job.pk)
+    services.job_start(job_id=job.pk)
+    services.job_succeed(job_id=job.pk, attempt=1)
+    services.job_mark_queued(job_id=job.pk)  # late, refused: no event
+    events = list(job.events.values_list("from_status", "to_status"))
+    assert events == [("pending", "queued"), ("queued", "running"), ("running", "succeeded")]
+
+
+@pytest.mark.django_db
+def test_job_cancel__refused_once_running(job_factory: Callable[..., Job]) -> None:
+    job = job_factory(status=Status.QUEUED)
+    services.job_start(job_id=job.pk)
+    with pytest.raises(InvalidTransition):
+        services.job_cancel(job_id=job.pk)
