@@ -173,7 +173,10 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="attempts")
     def attempts_display(self, job: Job) -> str:
-        return f"{job.attempts} / {job.max_retries + 1}"
+        shown = f"{job.counted_attempts} / {job.max_retries + 1}"
+        if job.interruptions:
+            shown += f" (+{job.interruptions} interrupted by shutdown)"
+        return shown
 
     @admin.display(description="progress")
     def progress_display(self, job: Job) -> str:

@@ -78,6 +78,7 @@ class LedgerMiddleware(dramatiq.Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         runtime.end()
+        runtime.claim(message.message_id)
         redelivered = bool(getattr(message, "redelivered", False))
         try:
             job = self._durably("starting a job", lambda: self._start(message, redelivered))
@@ -92,8 +93,8 @@ class LedgerMiddleware(dramatiq.Middleware):
             raise SkipMessage("Duplicate delivery of a job that must not run again.")
         runtime.begin(job.pk, job.attempts)
         # Attempts are counted in the ledger (a killed worker never reached Retries' counter), so
-        # Retries decides from the ledger's numbers.
-        message.options["retries"] = job.attempts - 1
+        # Retries decides from the ledger's numbers; attempts cut short by a shutdown do not count.
+        message.options["retries"] = job.counted_attempts - 1
         message.options["max_retries"] = job.max_retries
 
     def _start(self, message: MessageProxy, redelivered: bool) -> Job | None:
@@ -125,6 +126,7 @@ class LedgerMiddleware(dramatiq.Middleware):
     ) -> None:
         running = runtime.current()
         if running is None or str(running.job_id) != message.message_id:
+            runtime.end()  # the start itself failed; drop this thread's claim
             return
         try:
             self._durably(

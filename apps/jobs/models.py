@@ -57,6 +57,9 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     #: Attempts started so far, counted by the ledger (a killed worker's attempt counts too).
     attempts = models.PositiveIntegerField(default=0)
+    #: Attempts a stopping worker abandoned. Like Celery and Sidekiq, a deploy's restart does not
+    #: spend the job's retries: these do not count against max_retries.
+    interruptions = models.PositiveIntegerField(default=0)
     max_retries = models.PositiveIntegerField(default=0)
 
     progress_current = models.PositiveBigIntegerField(null=True, blank=True)
@@ -121,6 +124,11 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_name} {self.id}"
+
+    @property
+    def counted_attempts(self) -> int:
+        """Attempts that count against max_retries: all but those cut short by a shutdown."""
+        return self.attempts - self.interruptions
 
     @property
     def is_final(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -26,7 +27,41 @@ class RunningJob:
 
 _local = threading.local()
 _running: dict[UUID, RunningJob] = {}
+#: Job ids (as text) this process's threads are starting or running, with how many threads do so.
+_claims: Counter[str] = Counter()
 _running_lock = threading.Lock()
+
+
+def claim(job_id: UUID | str) -> None:
+    """Record that this thread is about to start `job_id`, before the ledger is asked.
+
+    Two copies of one message can reach two threads of one process at once (a republished
+    message, a redelivery after a reconnect). The one that starts second must see the first as
+    alive even before the first has called begin(), so the claim comes first.
+    """
+    release()
+    with _running_lock:
+        _claims[str(job_id)] += 1
+    _local.claimed = str(job_id)
+
+
+def release() -> None:
+    """Drop this thread's claim, if it holds one."""
+    claimed = getattr(_local, "claimed", None)
+    _local.claimed = None
+    if claimed is not None:
+        with _running_lock:
+            _claims[claimed] -= 1
+            if _claims[claimed] <= 0:
+                del _claims[claimed]
+
+
+def claimed_by_another_thread(job_id: UUID | str) -> bool:
+    """Whether a thread of this process other than the caller is starting or running `job_id`."""
+    key = str(job_id)
+    own = 1 if getattr(_local, "claimed", None) == key else 0
+    with _running_lock:
+        return _claims[key] - own > 0
 
 
 def begin(job_id: UUID, attempt: int) -> RunningJob:
@@ -39,13 +74,14 @@ def begin(job_id: UUID, attempt: int) -> RunningJob:
 
 
 def end() -> RunningJob | None:
-    """Forget this thread's job and return it."""
+    """Forget this thread's job and its claim, and return the job."""
     running = getattr(_local, "current", None)
     _local.current = None
     if running is not None:
         with _running_lock:
             if _running.get(running.job_id) is running:
                 del _running[running.job_id]
+    release()
     return running
 
 
@@ -64,11 +100,6 @@ def running_jobs() -> list[RunningJob]:
     """Every job running in this process with its attempt."""
     with _running_lock:
         return list(_running.values())
-
-
-def is_running_here(job_id: UUID) -> bool:
-    with _running_lock:
-        return job_id in _running
 
 
 def process_is_alive(host: str, pid: int) -> bool | None:

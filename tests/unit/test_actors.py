@@ -183,6 +183,30 @@ def test_probe__retries_exhausted_fails_after_max_retries_plus_one_attempts(
     assert "Traceback" in job.last_traceback
 
 
+def test_probe__an_attempt_interrupted_by_shutdown_does_not_spend_a_retry(
+    stub_broker: StubBroker, transactional_db: None, _process_booted: None
+) -> None:
+    # Given a probe allowed one retry whose first attempt a stopping worker abandoned
+    job = services.job_submit(
+        actor="jobs.probe", kwargs={"fail_attempts": 5}, options={"max_retries": 1, "min_backoff": 50}
+    )
+    services.job_start(job_id=job.pk)
+    services.job_interrupt(job_id=job.pk, attempt=1)
+
+    # When a worker then runs the redelivered message to the end
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    try:
+        job = _run(stub_broker, worker, job)
+    finally:
+        worker.stop()
+
+    # Then it still gets its retry: two counted attempts after the interrupted one
+    assert job.status == Status.FAILED
+    assert (job.attempts, job.interruptions, job.counted_attempts) == (3, 1, 2)
+    assert _outcomes(job) == [Outcome.INTERRUPTED, Outcome.RETRIED, Outcome.FAILED]
+
+
 def test_probe__hard_time_limit_stops_it(stub_broker: StubBroker, stub_worker: dramatiq.Worker) -> None:
     # Given a probe that would sleep 10 s under a 1.5 s hard limit
     job = services.job_submit(
@@ -727,6 +751,35 @@ def test_cleanup_expired_sessions__deletes_only_expired_sessions(
     assert job.status == Status.SUCCEEDED
     assert job.result == {"deleted": 2}
     assert list(Session.objects.values_list("session_key", flat=True)) == ["live"]
+
+
+def test_generate_daily_report__builds_one_report_of_the_day_however_often_it_ticks(
+    stub_broker: StubBroker, stub_worker: dramatiq.Worker, job_factory: Callable[..., Job]
+) -> None:
+    # Given jobs created on the day asked for and on the day after
+    day = dt.date(2026, 3, 14)
+    on_the_day = job_factory(actor_name="jobs.send_email")
+    the_day_after = job_factory(actor_name="jobs.send_email")
+    noon = dt.datetime.combine(day, dt.time(12), tzinfo=timezone.get_current_timezone())
+    Job.objects.filter(pk=on_the_day.pk).update(created_at=noon)
+    Job.objects.filter(pk=the_day_after.pk).update(created_at=noon + dt.timedelta(days=1))
+
+    # When the daily tick runs twice for that day (a doubled tick, or an operator's rerun)
+    ticks = [
+        services.job_submit(actor="jobs.generate_daily_report", kwargs={"day": day.isoformat()})
+        for _ in range(2)
+    ]
+    run_all(stub_broker, stub_worker)
+
+    # Then both succeed with the same report, built once, holding only that day's jobs
+    results = [Job.objects.get(pk=tick.pk).result for tick in ticks]
+    report = Report.objects.get()
+    assert results == [{"report_id": report.pk, "day": "2026-03-14"}] * 2
+    builds = Job.objects.filter(actor_name="jobs.generate_report")
+    assert [(job.status, job.trigger_object_id) for job in builds] == [(Status.SUCCEEDED, str(report.pk))]
+    report.refresh_from_db()
+    rows = list(csv.DictReader(io.StringIO(report.file.read().decode())))
+    assert [row["id"] for row in rows] == [str(on_the_day.pk)]
 
 
 def test_prune_finished_jobs__deletes_old_finished_jobs_and_keeps_young_failed_ones(

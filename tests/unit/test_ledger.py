@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from apps.jobs import runtime, services
@@ -95,19 +97,73 @@ def test_transitions__publish_confirmation_racing_the_worker_ends_succeeded_when
     assert job.enqueued_at is not None or sequence.index("confirmed") > sequence.index("started")
 
 
-@pytest.mark.django_db
-def test_job_start__duplicate_delivery_of_a_job_running_in_this_process_is_dropped(
+def _in_another_thread(job: Job, started: threading.Event, finish: threading.Event) -> threading.Thread:
+    """A worker thread of this process that claims the job, starts it, and holds it until `finish`.
+
+    Like the middleware, it claims the job before asking the ledger, and never calls begin(): the
+    moment between the start's commit and begin() is the one a second copy can arrive in.
+    """
+
+    def work() -> None:
+        try:
+            runtime.claim(job.pk)
+            services.job_start(job_id=job.pk)
+            started.set()
+            finish.wait(10)
+        finally:
+            runtime.end()
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_start__a_copy_reaching_another_thread_of_this_process_mid_start_is_dropped(
     job_factory: Callable[..., Job],
 ) -> None:
+    # Given a thread of this worker process that has just started the job (attempt 1)
     job = job_factory(status=Status.QUEUED)
-    started = services.job_start(job_id=job.pk)
-    runtime.begin(started.pk, started.attempts)
+    started, finish = threading.Event(), threading.Event()
+    first = _in_another_thread(job, started, finish)
+    assert started.wait(10)
     try:
-        assert services.job_start(job_id=job.pk, redelivered=True) is None
+        # When a second copy of its message reaches another thread of the same process
+        runtime.claim(job.pk)
+        second = services.job_start(job_id=job.pk, redelivered=True)
     finally:
         runtime.end()
+        finish.set()
+        first.join()
+
+    # Then the copy is dropped and the first attempt keeps the job
+    assert second is None
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.RUNNING, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_start__an_attempt_no_thread_of_this_process_holds_any_more_is_taken_over(
+    job_factory: Callable[..., Job],
+) -> None:
+    # Given attempt 1 started by a thread of this process that has since let go of it unrecorded
+    job = job_factory(status=Status.QUEUED)
+    started, finish = threading.Event(), threading.Event()
+    finish.set()
+    _in_another_thread(job, started, finish).join()
+
+    # When its message is redelivered to this process
+    runtime.claim(job.pk)
+    try:
+        second = services.job_start(job_id=job.pk, redelivered=True)
+    finally:
+        runtime.end()
+
+    # Then attempt 2 takes the job over, and attempt 1 is recorded as lost
+    assert second is not None and second.attempts == 2
+    outcomes = list(second.attempt_set.order_by("number").values_list("outcome", flat=True))
+    assert outcomes == [JobAttempt.Outcome.WORKER_LOST, JobAttempt.Outcome.RUNNING]
 
 
 @pytest.mark.django_db

@@ -53,6 +53,7 @@ class Migration(migrations.Migration):
                 ('priority', models.PositiveSmallIntegerField(default=0)),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('running', 'Running'), ('retrying', 'Retrying'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('skipped', 'Skipped')], default='pending', max_length=16)),
                 ('attempts', models.PositiveIntegerField(default=0)),
+                ('interruptions', models.PositiveIntegerField(default=0)),
                 ('max_retries', models.PositiveIntegerField(default=0)),
                 ('progress_current', models.PositiveBigIntegerField(blank=True, null=True)),
                 ('progress_total', models.PositiveBigIntegerField(blank=True, null=True)),

@@ -110,7 +110,7 @@ def _attempt_is_alive(job: Job) -> bool:
     if attempt is None:
         return False
     if attempt.worker_host == runtime.HOSTNAME and attempt.worker_pid == os.getpid():
-        return runtime.is_running_here(job.pk)
+        return runtime.claimed_by_another_thread(job.pk)
     alive = runtime.process_is_alive(attempt.worker_host, attempt.worker_pid)
     if alive is not None:
         return alive
@@ -171,13 +171,15 @@ def job_start(*, job_id: UUID | str, redelivered: bool = False) -> Job | None:
                 )
                 return None
             _attempt_finish(job, JobAttempt.Outcome.WORKER_LOST, message="The worker running it was lost.")
-            if job.attempts > job.max_retries:
+            if job.counted_attempts > job.max_retries:
                 _transition(
                     job.pk,
                     Status.FAILED,
                     note="worker lost",
                     finished_at=now,
-                    last_error=f"Worker lost: attempt {job.attempts} of {job.max_retries + 1} died with it.",
+                    last_error=(
+                        f"Worker lost: attempt {job.counted_attempts} of {job.max_retries + 1} died with it."
+                    ),
                     last_traceback="",
                 )
                 transaction.on_commit(lambda: signals.job_failed.send(sender=Job, job=job))
@@ -341,14 +343,17 @@ def job_recover_orphan(*, job_id: UUID | str, attempt: int) -> Job | None:
         if job is None:
             return None
         _attempt_finish(job, JobAttempt.Outcome.WORKER_LOST, message="The worker stopped heartbeating.")
-        if job.attempts > job.max_retries:
+        if job.counted_attempts > job.max_retries:
             job = _transition(
                 job.pk,
                 Status.FAILED,
                 attempt=attempt,
                 note="worker lost",
                 finished_at=now,
-                last_error=f"Worker lost: attempt {attempt} of {job.max_retries + 1} stopped heartbeating.",
+                last_error=(
+                    f"Worker lost: attempt {job.counted_attempts} of {job.max_retries + 1} "
+                    "stopped heartbeating."
+                ),
             )
             transaction.on_commit(lambda: signals.job_failed.send(sender=Job, job=job))
         else:
@@ -372,7 +377,10 @@ def job_recover_orphan(*, job_id: UUID | str, attempt: int) -> Job | None:
 
 
 def job_interrupt(*, job_id: UUID | str, attempt: int) -> Job | None:
-    """Record that a stopping worker abandoned `attempt`; RabbitMQ redelivers its message."""
+    """Record that a stopping worker abandoned `attempt`; RabbitMQ redelivers its message.
+
+    The attempt does not count against max_retries: the job did nothing wrong.
+    """
     with transaction.atomic():
         job = _try_transition(
             job_id,
@@ -382,6 +390,9 @@ def job_interrupt(*, job_id: UUID | str, attempt: int) -> Job | None:
             next_retry_at=timezone.now(),
         )
         if job is not None:
+            # The row is still locked by the transition above.
+            job.interruptions += 1
+            Job.objects.filter(pk=job.pk).update(interruptions=job.interruptions)
             _attempt_finish(
                 job, JobAttempt.Outcome.INTERRUPTED, message="The worker shut down before it finished."
             )

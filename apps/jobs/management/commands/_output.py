@@ -23,6 +23,7 @@ def job_as_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
         "options": job.options,
         "priority": job.priority,
         "attempts": job.attempts,
+        "interruptions": job.interruptions,
         "max_retries": job.max_retries,
         "progress": {
             "current": job.progress_current,
