@@ -30,10 +30,16 @@ def stub_worker(
     stub_broker: StubBroker, transactional_db: None, _process_booted: None
 ) -> Iterator[dramatiq.Worker]:
     """A worker with two threads; its threads use their own DB connections, hence transactional_db."""
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=2)
-    worker.start()
+    worker = start_worker(stub_broker)
     yield worker
     worker.stop()
+
+
+def start_worker(broker: StubBroker) -> dramatiq.Worker:
+    """A started worker with two threads, for tests that must prepare the ledger before it runs."""
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    return worker
 
 
 def run_all(broker: StubBroker, worker: dramatiq.Worker, *queues: str, timeout_ms: int = 20_000) -> None:

@@ -25,7 +25,7 @@ from dramatiq.brokers.stub import StubBroker
 from apps.jobs import services, signals
 from apps.jobs.exceptions import PermanentFailure, TransientFailure
 from apps.jobs.models import BatchItemResult, ExternalRecord, Job, JobAttempt, Report
-from tests.unit.conftest import run_all
+from tests.unit.conftest import run_all, start_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -194,8 +194,7 @@ def test_probe__an_attempt_interrupted_by_shutdown_does_not_spend_a_retry(
     services.job_interrupt(job_id=job.pk, attempt=1)
 
     # When a worker then runs the redelivered message to the end
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=2)
-    worker.start()
+    worker = start_worker(stub_broker)
     try:
         job = _run(stub_broker, worker, job)
     finally:

@@ -97,6 +97,15 @@ def test_transitions__publish_confirmation_racing_the_worker_ends_succeeded_when
     assert job.enqueued_at is not None or sequence.index("confirmed") > sequence.index("started")
 
 
+def _start_here(job: Job) -> Job | None:
+    """Start the job as a worker thread of this process does: claimed before the ledger is asked."""
+    runtime.claim(job.pk)
+    try:
+        return services.job_start(job_id=job.pk, redelivered=True)
+    finally:
+        runtime.end()
+
+
 def _in_another_thread(job: Job, started: threading.Event, finish: threading.Event) -> threading.Thread:
     """A worker thread of this process that claims the job, starts it, and holds it until `finish`.
 
@@ -130,10 +139,8 @@ def test_job_start__a_copy_reaching_another_thread_of_this_process_mid_start_is_
     assert started.wait(10)
     try:
         # When a second copy of its message reaches another thread of the same process
-        runtime.claim(job.pk)
-        second = services.job_start(job_id=job.pk, redelivered=True)
+        second = _start_here(job)
     finally:
-        runtime.end()
         finish.set()
         first.join()
 
@@ -154,11 +161,7 @@ def test_job_start__an_attempt_no_thread_of_this_process_holds_any_more_is_taken
     _in_another_thread(job, started, finish).join()
 
     # When its message is redelivered to this process
-    runtime.claim(job.pk)
-    try:
-        second = services.job_start(job_id=job.pk, redelivered=True)
-    finally:
-        runtime.end()
+    second = _start_here(job)
 
     # Then attempt 2 takes the job over, and attempt 1 is recorded as lost
     assert second is not None and second.attempts == 2
