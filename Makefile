@@ -1,8 +1,8 @@
 .DEFAULT_GOAL := help
-.PHONY: help setup run test chaos lint fmt migrate
+.PHONY: help setup run test chaos lint fmt typecheck migrate
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup:  ## Create .venv with the dependencies and start RabbitMQ/PostgreSQL if they are down
 	scripts/setup
@@ -16,8 +16,11 @@ test:  ## Set up and run the whole test suite (lint, unit, e2e, integration, cha
 chaos:  ## Run only the chaos suite (stops and restarts the local RabbitMQ and PostgreSQL)
 	TEST_TIERS=chaos scripts/test
 
-lint:  ## Check the code with ruff
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint:  ## Check the code with ruff and the types with mypy
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+typecheck:  ## Check the types with mypy (apps/ and project/, django-stubs)
+	.venv/bin/mypy
 
 fmt:  ## Format the code with ruff
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

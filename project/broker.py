@@ -23,8 +23,3 @@ class BrokerConfig(DjangoDramatiqConfig):
     @classmethod
     def middleware_timelimit_kwargs(cls) -> dict[str, Any]:
         return {"time_limit": settings.DEFAULT_TIME_LIMIT_MS}
-
-    @classmethod
-    def middleware_periodiqmiddleware_kwargs(cls) -> dict[str, Any]:
-        # A tick that waited longer than this (seconds) for a worker is dropped as outdated.
-        return {"skip_delay": settings.SCHEDULE_SKIP_DELAY_S}

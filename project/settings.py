@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "project.broker.BrokerConfig",
     "apps.jobs.apps.JobsConfig",
+    "apps.workloads.apps.WorkloadsConfig",
 ]
 
 MIDDLEWARE = [
@@ -186,11 +187,18 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.CurrentMessage",
         # Closes broken or expired DB connections around each message (before the ledger writes).
         "django_dramatiq.middleware.DbConnectionsMiddleware",
-        # Cron ticks; skips ticks that waited too long. Before the ledger so a skipped tick never starts.
-        "periodiq.PeriodiqMiddleware",
-        # The job ledger: every hook becomes a guarded transition in apps.jobs.services. Before
-        # TimeLimit, so a time limit never interrupts a ledger write.
+        # The periodic=cron(...) actor option for the scheduler (periodiq). It skips nothing itself:
+        # the ledger skips a tick that waited past SCHEDULE_SKIP_DELAY_S, on its first attempt only.
+        "apps.jobs.middleware.Ticks",
+        # The job ledger: every hook becomes a guarded transition in apps.jobs.services, and an actor
+        # runs only once its attempt is recorded. Before TimeLimit, so a time limit is armed only
+        # after the start is recorded; before Retries, so its after-hook sees Retries' decision.
         "apps.jobs.middleware.LedgerMiddleware",
+        # Heartbeats of this process's running jobs and the sweep of dead workers' jobs, on a thread
+        # of their own so that a blocked publish never stops a heartbeat.
+        "apps.jobs.middleware.Liveness",
+        # The outbox relay: publishes jobs whose message RabbitMQ does not have, on its own thread.
+        "apps.jobs.middleware.Relay",
         # The hard limit: interrupts an actor that overruns time_limit.
         "dramatiq.middleware.TimeLimit",
         # After the ledger, so its after-hook (retry or dead-letter) runs before the ledger records it.
@@ -203,7 +211,7 @@ DRAMATIQ_BROKER = {
 # Dramatiq's JSON, recording undecodable bodies in the ledger before they are dead-lettered.
 DRAMATIQ_ENCODER = "apps.jobs.encoding.LedgerJSONEncoder"
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors", "schedules"]
-DRAMATIQ_IGNORED_MODULES = []
+DRAMATIQ_IGNORED_MODULES: list[str] = []
 
 # --- The jobs app -----------------------------------------------------------------------------------
 
@@ -218,6 +226,17 @@ JOBS_LEASE_S = env.float("JOBS_LEASE_S", default=60.0)
 #: Longest delay (ms) handed to RabbitMQ: longer delays and retry waits are held in the database and
 #: published by the relay when due, because RabbitMQ's consumer_timeout (30 min) breaks them.
 JOBS_MAX_BROKER_DELAY_MS = RETRY_MAX_BACKOFF_MS
+#: Longest delay (ms) a submit may ask for (and longest max_age): further out is refused, since
+#: nothing waits that long on purpose; a job that must run later is submitted later (or scheduled).
+JOBS_MAX_DELAY_MS = env.int("JOBS_MAX_DELAY_MS", default=365 * 24 * 60 * 60 * 1000)
+#: Highest time_limit and soft_time_limit (ms) a submit may ask for. RabbitMQ closes the channel of
+#: a consumer holding a message unacknowledged longer than its consumer_timeout (30 min by default),
+#: so a job must finish, or be stopped by its time limit, well before that.
+JOBS_MAX_TIME_LIMIT_MS = env.int("JOBS_MAX_TIME_LIMIT_MS", default=29 * 60 * 1000)
+#: Largest encoded message (bytes) a submit may produce. RabbitMQ refuses bodies over its
+#: max_message_size (128 MiB on 3.10, 16 MiB on newer versions), and a refused job would stay pending
+#: while every relay publishes it again. Keep messages small anyway: pass ids, not data.
+JOBS_MAX_MESSAGE_BYTES = env.int("JOBS_MAX_MESSAGE_BYTES", default=16 * 1024 * 1024)
 #: Seconds between two runs of a worker's keeper (relay of unpublished jobs, orphan sweep).
 JOBS_KEEPER_INTERVAL_S = env.float("JOBS_KEEPER_INTERVAL_S", default=2.0)
 #: Seconds a new job is left to its own after-commit publish before the relay publishes it.

@@ -1,4 +1,4 @@
-"""Settings for the unit tests: the real settings with Dramatiq's in-memory StubBroker."""
+"""Settings for the unit tests: the real settings with the in-memory broker (the ledger's StubBroker)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from project.settings import DRAMATIQ_BROKER
 # list when actors are declared, so it must stay the one production uses. Prometheus is the one
 # exception: its metrics are built in after_process_boot, which hand-built test workers never emit.
 DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.stub.StubBroker",
+    "BROKER": "apps.jobs.brokers.LedgerStubBroker",
     "OPTIONS": {},
     "MIDDLEWARE": [m for m in DRAMATIQ_BROKER["MIDDLEWARE"] if not m.endswith("Prometheus")],
 }

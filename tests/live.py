@@ -171,6 +171,34 @@ class WorkerProcess:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGTERM)
 
+    def shutdown(self, timeout: float = 30) -> float:
+        """SIGTERM, as a deploy sends, and wait until the worker has exited; returns how long that took (s).
+
+        Unlike `stop()`, the log stays open and `start()` brings the worker back. Not for a supervised
+        worker (the supervisor would restart it at once).
+        """
+        assert self.process is not None and self._supervisor is None, (
+            "shutdown() of an unstarted or supervised worker"
+        )
+        began = time.monotonic()
+        self.terminate()
+        if not self._wait_or_kill(timeout):
+            raise AssertionError(
+                f"worker {self.name} was still running {timeout} s after SIGTERM; see {self.log_path}"
+            )
+        return time.monotonic() - began
+
+    def _wait_or_kill(self, timeout: float) -> bool:
+        """Wait for the process to exit; SIGKILL it after `timeout`. True if it exited by itself."""
+        assert self.process is not None
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            return False
+        return True
+
     def stop(self, timeout: float = 20) -> None:
         self._supervising = False
         if self._supervisor is not None:
@@ -178,11 +206,7 @@ class WorkerProcess:
             self._supervisor = None
         if self.process is not None and self.process.poll() is None:
             self.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            self._wait_or_kill(timeout)
         self.process = None
         if self._log is not None:
             self._log.close()

@@ -1,19 +1,23 @@
-"""The admin: the job ledger, read-only, with attempts and status history; reports and synced records."""
+"""The admin: the job ledger, read-only, with attempts and status history."""
 
 from __future__ import annotations
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 
 from apps.jobs import selectors
-from apps.jobs.models import BatchItemResult, ExternalRecord, Job, JobAttempt, JobEvent, Report
+from apps.jobs.models import Job, JobAttempt, JobEvent
 
 #: Colour of each status badge; a unit test keeps it complete.
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     Job.Status.PENDING: "#6c757d",
     Job.Status.QUEUED: "#0d6efd",
     Job.Status.RUNNING: "#6f42c1",
@@ -53,7 +57,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 class JobAttemptInline(ReadOnlyInline):
     model = JobAttempt
-    fields = [
+    fields = readonly_fields = (
         "number",
         "outcome",
         "worker_host",
@@ -64,14 +68,12 @@ class JobAttemptInline(ReadOnlyInline):
         "redelivered",
         "error_class",
         "error_message",
-    ]
-    readonly_fields = fields
+    )
 
 
 class JobEventInline(ReadOnlyInline):
     model = JobEvent
-    fields = ["at", "from_status", "to_status", "attempt", "note"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "from_status", "to_status", "attempt", "note")
 
 
 @admin.register(Job)
@@ -93,6 +95,8 @@ class JobAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     inlines = [JobAttemptInline, JobEventInline]
+    #: Replaces the admin site's delete action with one that leaves active jobs alone.
+    actions = ["delete_selected"]
     fieldsets = [
         (
             None,
@@ -142,15 +146,21 @@ class JobAdmin(admin.ModelAdmin):
         ),
     ]
 
-    def get_queryset(self, request: HttpRequest):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        match = request.resolver_match
         return (
             selectors.job_list()
-            if request.resolver_match.url_name.endswith("changelist")
+            if match is not None and (match.url_name or "").endswith("changelist")
             else (super().get_queryset(request))
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
-        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+        return [
+            name
+            for _, options in self.fieldsets
+            for field in options["fields"]
+            for name in ([field] if isinstance(field, str) else field)
+        ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -158,6 +168,38 @@ class JobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         # Read-only: the view permission opens the page, nothing on it can be edited.
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        # An active job deleted here comes back, its attempts reset, when its message arrives.
+        if obj is not None and obj.status in Job.ACTIVE_STATUSES:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        # Narrowed again when deleting: a job may have been retried since the confirmation page.
+        super().delete_queryset(request, queryset.exclude(status__in=Job.ACTIVE_STATUSES))
+
+    @admin.action(description="Delete selected finished jobs", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse | None:
+        """Django's delete action (confirmation page included) for the finished jobs; skips active ones."""
+        active = queryset.filter(status__in=Job.ACTIVE_STATUSES).count()
+        finished = queryset.exclude(status__in=Job.ACTIVE_STATUSES)
+        if active:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d active job was not deleted (pending, queued, running or retrying): "
+                    "cancel it or let it finish first.",
+                    "%(count)d active jobs were not deleted (pending, queued, running or retrying): "
+                    "cancel them or let them finish first.",
+                    active,
+                )
+                % {"count": active},
+                messages.WARNING if finished.exists() else messages.ERROR,
+            )
+        if not finished.exists():
+            return None
+        return django_delete_selected(self, request, finished)
 
     @admin.display(description="id", ordering="id")
     def short_id(self, job: Job) -> str:
@@ -197,9 +239,9 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="triggered by")
     def trigger_link(self, job: Job) -> str:
-        if not job.trigger_content_type_id:
+        content_type = job.trigger_content_type  # no query when there is no trigger
+        if content_type is None:
             return "-"
-        content_type = job.trigger_content_type
         label = f"{content_type.name} #{job.trigger_object_id}"
         try:
             url = reverse(
@@ -225,76 +267,3 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="result")
     def result_display(self, job: Job) -> str:
         return pretty_json(job.result)
-
-
-@admin.register(Report)
-class ReportAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "type", "row_count", "job_status", "created_at", "finished_at", "download"]
-    list_filter = ["type"]
-    fields = [
-        "type",
-        "filters",
-        "key",
-        "download",
-        "row_count",
-        "job_link",
-        "created_by",
-        "created_at",
-        "finished_at",
-    ]
-    readonly_fields = ["key", "download", "row_count", "job_link", "created_by", "created_at", "finished_at"]
-
-    def save_model(self, request: HttpRequest, obj: Report, form: object, change: bool) -> None:
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Report | None = None) -> list[str]:
-        # A report is built once from what it was created with.
-        return [*self.readonly_fields, "type", "filters"] if obj else self.readonly_fields
-
-    @admin.display(description="job")
-    def job_status(self, report: Report) -> str:
-        return status_badge(report.job.status, report.job.get_status_display()) if report.job else "-"
-
-    @admin.display(description="job")
-    def job_link(self, report: Report) -> str:
-        if not report.job_id:
-            return "-"
-        url = reverse("admin:jobs_job_change", args=[report.job_id])
-        return format_html(
-            '<a href="{}">{}</a> {}',
-            url,
-            report.job_id,
-            status_badge(report.job.status, report.job.get_status_display()),
-        )
-
-    @admin.display(description="file")
-    def download(self, report: Report) -> str:
-        if not report.file:
-            return "-"
-        return format_html('<a href="{}">Download CSV</a>', reverse("jobs:report-download", args=[report.pk]))
-
-
-@admin.register(BatchItemResult)
-class BatchItemResultAdmin(admin.ModelAdmin):
-    list_display = ["job", "index", "outcome", "item", "result", "error"]
-    list_filter = ["outcome"]
-    search_fields = ["=job__id"]
-    list_select_related = ["job"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-@admin.register(ExternalRecord)
-class ExternalRecordAdmin(admin.ModelAdmin):
-    list_display = ["external_id", "first_synced_at", "last_synced_at"]
-    search_fields = ["external_id"]
-    readonly_fields = ["external_id", "data", "first_synced_at", "last_synced_at"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False

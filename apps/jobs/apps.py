@@ -14,6 +14,4 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         # Every process (web, commands, workers) declares the actors, so job_submit can check names
         # and queues, and messages sent from here carry the actors' options.
-        from apps.jobs import actors, schedules, triggers  # noqa: F401
-
-        triggers.connect()
+        from apps.jobs import schedules  # noqa: F401

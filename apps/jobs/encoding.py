@@ -8,6 +8,8 @@ from typing import Any
 from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 
+from apps.jobs import db
+
 logger = logging.getLogger(__name__)
 
 #: What every Dramatiq message carries.
@@ -35,12 +37,15 @@ def _record_undecodable(data: bytes, error: Exception) -> None:
     from apps.jobs import services  # models are not importable when the encoder is built
 
     try:
-        services.job_record_dead_letter(
-            job_id=None,
-            actor_name="(undecodable message)",
-            queue_name="(unknown)",
-            reason=f"Undecodable message body ({type(error).__name__}: {error}); dead-lettered.",
-            payload=data[:EXCERPT_BYTES].decode("utf-8", errors="replace"),
+        # Decoding runs on a consumer thread, which no request cycle tidies: reconnect after a restart.
+        db.with_reconnect(
+            lambda: services.job_record_dead_letter(
+                job_id=None,
+                actor_name="(undecodable message)",
+                queue_name="(unknown)",
+                reason=f"Undecodable message body ({type(error).__name__}: {error}); dead-lettered.",
+                payload=data[:EXCERPT_BYTES].decode("utf-8", errors="replace"),
+            )
         )
     except Exception:
         logger.exception("Could not record an undecodable message.")

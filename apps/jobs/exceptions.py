@@ -30,6 +30,10 @@ class InvalidJobArguments(JobsError):
     """The job's arguments cannot be sent as JSON."""
 
 
+class MessageTooLarge(InvalidJobArguments):
+    """The job's message is larger than RabbitMQ accepts (settings.JOBS_MAX_MESSAGE_BYTES); pass ids."""
+
+
 class InvalidJobOptions(JobsError):
     """An option of the job is unknown or out of range."""
 
@@ -44,6 +48,10 @@ class JobQuarantined(JobsError):
 
 class PermanentFailure(JobsError):
     """The job failed in a way that retrying cannot fix."""
+
+
+class ResultNotStorable(PermanentFailure):
+    """The job's result cannot be stored in the ledger (the database refused it)."""
 
 
 class TransientFailure(JobsError):

@@ -7,8 +7,8 @@ from uuid import UUID
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
-from apps.jobs.exceptions import JobNotFound, PermanentFailure
-from apps.jobs.models import Job, JobAttempt, Report
+from apps.jobs.exceptions import JobNotFound
+from apps.jobs.models import Job, JobAttempt
 
 
 def job_get(*, job_id: UUID | str) -> Job:
@@ -26,11 +26,3 @@ def job_attempts(*, job: Job) -> QuerySet[JobAttempt]:
 def job_list() -> QuerySet[Job]:
     """Jobs for listings: the columns operators scan, without the large JSON ones."""
     return Job.objects.select_related("requested_by").defer("args", "kwargs", "result", "last_traceback")
-
-
-def report_get(*, report_id: int) -> Report:
-    """The report with this id; a missing one is a permanent failure for the job building it."""
-    try:
-        return Report.objects.get(pk=report_id)
-    except Report.DoesNotExist:
-        raise PermanentFailure(f"Report {report_id} does not exist.") from None

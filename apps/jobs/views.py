@@ -1,13 +1,9 @@
-"""Plain views: health check, report download, and the demo's stand-in for an external source."""
+"""Plain views of the jobs system: the health check."""
 
 from __future__ import annotations
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.db import connection
-from django.http import FileResponse, Http404, HttpRequest, JsonResponse
-from django.shortcuts import get_object_or_404
-
-from apps.jobs.models import Report
+from django.http import HttpRequest, JsonResponse
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -15,34 +11,3 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
-
-
-@staff_member_required
-def report_download(request: HttpRequest, report_id: int) -> FileResponse:
-    report = get_object_or_404(Report, pk=report_id)
-    if not report.file:
-        raise Http404("This report has not been built yet.")
-    return FileResponse(
-        report.file.open("rb"),
-        as_attachment=True,
-        filename=report.file.name.rsplit("/", 1)[-1],
-        content_type="text/csv",
-    )
-
-
-def demo_external_records(request: HttpRequest) -> JsonResponse:
-    """A small JSON list of records for sync_external_data to copy in the demo."""
-    records = [
-        {"id": f"city-{index}", "name": name, "population": population}
-        for index, (name, population) in enumerate(
-            [
-                ("Lisbon", 545_000),
-                ("Porto", 232_000),
-                ("Braga", 193_000),
-                ("Coimbra", 140_000),
-                ("Faro", 64_000),
-            ],
-            start=1,
-        )
-    ]
-    return JsonResponse(records, safe=False)

@@ -16,7 +16,8 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from apps.jobs.models import Job, ProbeRun
+from apps.jobs.models import Job
+from apps.workloads.models import ProbeRun
 from tests.live import ARTIFACTS, WorkerProcess, mark_tier, require_services, wait_for
 
 
@@ -209,3 +210,27 @@ def workers(
     yield started
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def worker_pair(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    transactional_db: None,
+    broker: dramatiq.Broker,
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
+    """Two workers, A and B, not started and not supervised: the scenario starts and restarts them."""
+    del broker.connection  # drop this thread's connection: a previous scenario may have had it closed
+    broker.flush_all()
+    pair = tuple(
+        WorkerProcess(
+            f"{request.node.name}-{name}", tier="chaos", threads=8, extra_env={"JOBS_RELAY_GRACE_S": "1"}
+        )
+        for name in "AB"
+    )
+    try:
+        yield pair
+    finally:
+        for worker in pair:
+            worker.stop()

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 
 import dramatiq
 import pika
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
+from django.db.models import Count
 
 from apps.jobs import services
-from apps.jobs.actors import probe
 from apps.jobs.models import Job, JobAttempt
+from apps.workloads.actors import probe
+from apps.workloads.models import ProbeRun
 from tests.chaos.conftest import Postgres, Rabbit, settle, tally
 from tests.live import ROOT, WorkerProcess, queue_messages, wait_for
 
@@ -240,3 +245,162 @@ def test_two_workers_racing_on_redelivered_messages(workers: list[WorkerProcess]
     row = tally("two workers racing on redelivered messages", ids, since=closed_at, until=done)
     assert_accounted(row)
     assert row.succeeded == 16
+
+
+#: A deploy, three times over: worker A stopped with SIGTERM and started again while B runs, then B.
+#: The --worker-shutdown-timeout (ms) of each round: the short ones abandon running probes at the
+#: timeout (RabbitMQ redelivers their messages to the other, live worker); the long one lets them finish.
+ROLLING_ROUNDS_MS = (1000, 6000, 1500)
+
+
+class ProbeStream(threading.Thread):
+    """Submits probes (sleep_ms 200..3000) at a steady `rate` per second, until stopped or `limit`.
+
+    The rate is below what two workers can run, so a live worker has idle threads when the other
+    one stops: a message RabbitMQ hands back is started at once, while the stopping worker still lives.
+    """
+
+    def __init__(self, broker: dramatiq.Broker, *, rate: float, limit: int) -> None:
+        super().__init__(name="probe-stream", daemon=True)
+        self.broker = broker
+        self.rate = rate
+        self.limit = limit
+        self.ids: list[str] = []
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self._random = random.Random(20)
+
+    def run(self) -> None:
+        began = time.monotonic()
+        try:
+            while len(self.ids) < self.limit:
+                due = began + len(self.ids) / self.rate
+                if self.stopping.wait(max(0.0, due - time.monotonic())):
+                    break
+                kwargs = {"sleep_ms": self._random.randint(200, 3000)}
+                self.ids.append(str(services.job_submit(actor="jobs.probe", kwargs=kwargs).pk))
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            connections.close_all()  # this thread's connections
+            del self.broker.connection
+
+    def finish(self) -> list[str]:
+        self.stopping.set()
+        self.join(30)
+        assert not self.is_alive(), "the probe stream did not stop"
+        assert self.error is None, f"submitting probes failed: {self.error!r}"
+        return list(self.ids)
+
+
+def _running_under(worker: WorkerProcess, ids: list[str]) -> int:
+    """Attempts of `ids` running now in `worker`'s worker process."""
+    return JobAttempt.objects.filter(
+        job_id__in=ids, outcome=JobAttempt.Outcome.RUNNING, worker_pid__in=worker.worker_pids()
+    ).count()
+
+
+def _jobs_with_attempts(ids: list[str], **filters: object) -> int:
+    return JobAttempt.objects.filter(job_id__in=ids, **filters).values("job_id").distinct().count()
+
+
+def _stuck(ids: list[str], workers: tuple[WorkerProcess, ...]) -> str:
+    """What became of the jobs that never finished: status, last attempt, duplicate deliveries dropped."""
+    open_jobs = list(Job.objects.filter(pk__in=ids).exclude(status__in=Job.FINAL_STATUSES))
+    if not open_jobs:
+        return ""
+    statuses = Counter(job.status for job in open_jobs)
+    last = Counter(
+        JobAttempt.objects.filter(job_id=job.pk, number=job.attempts)
+        .values_list("outcome", flat=True)
+        .first()
+        for job in open_jobs
+    )
+    drops = [
+        line
+        for worker in workers
+        for line in worker.log().splitlines()
+        if "duplicate delivery is dropped" in line
+    ]
+    dropped = sum(any(str(job.pk) in line for line in drops) for job in open_jobs)
+    return (
+        "stuck: "
+        + ", ".join(f"{status}={n}" for status, n in statuses.most_common())
+        + "; last attempt "
+        + ", ".join(f"{outcome}={n}" for outcome, n in last.most_common())
+        + f"; {dropped} had a redelivery dropped as a duplicate"
+    )
+
+
+def _run_twice(ids: list[str]) -> str:
+    """The jobs whose probe completed more than once: which attempts completed, and what the ledger says."""
+    doubled = (
+        ProbeRun.objects.filter(job_id__in=ids)
+        .values("job_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .values_list("job_id", flat=True)
+    )
+    return "; ".join(
+        f"job {job_id}: probe completed in attempts "
+        + str(sorted(ProbeRun.objects.filter(job_id=job_id).values_list("attempt", flat=True)))
+        + ", ledger attempts "
+        + ", ".join(
+            f"{number} {outcome} (pid {pid})"
+            for number, outcome, pid in JobAttempt.objects.filter(job_id=job_id).values_list(
+                "number", "outcome", "worker_pid"
+            )
+        )
+        for job_id in doubled
+    )
+
+
+def test_two_workers_rolling_restart(
+    worker_pair: tuple[WorkerProcess, WorkerProcess], broker: dramatiq.Broker
+) -> None:
+    a, b = worker_pair
+    for worker in worker_pair:
+        worker.shutdown_timeout_ms = ROLLING_ROUNDS_MS[0]
+        worker.start()
+    stream = ProbeStream(broker, rate=4, limit=500)
+    stream.start()
+    stops: list[float] = []
+    try:
+        for index, timeout_ms in enumerate(ROLLING_ROUNDS_MS):
+            following_ms = ROLLING_ROUNDS_MS[min(index + 1, len(ROLLING_ROUNDS_MS) - 1)]
+            for victim, other in ((a, b), (b, a)):
+                assert other.alive(), f"worker {other.name} died; see {other.log_path}"
+                # Stop it with jobs mid-run, while the other one has room to take their messages.
+                wait_for(
+                    lambda victim=victim, other=other: (
+                        _running_under(victim, list(stream.ids)) >= 3
+                        and _running_under(other, list(stream.ids)) < other.threads
+                    ),
+                    timeout=30,
+                    message=f"worker {victim.name} never ran 3 jobs with {other.name} not full",
+                )
+                stops.append(victim.shutdown(timeout=timeout_ms / 1000 + 30))
+                victim.shutdown_timeout_ms = following_ms
+                victim.start()
+    finally:
+        ids = stream.finish()
+    back_at = time.monotonic()
+    done = settle(ids, timeout=60)
+    interrupted = _jobs_with_attempts(ids, outcome=JobAttempt.Outcome.INTERRUPTED)
+    redelivered = _jobs_with_attempts(ids, redelivered=True)
+    stuck = _stuck(ids, worker_pair)
+    row = tally(
+        "two workers, rolling restart x3",
+        ids,
+        since=back_at,
+        until=done,
+        note=(
+            f"{interrupted} interrupted, {redelivered} redelivered; "
+            f"SIGTERM to exit {min(stops):.1f}-{max(stops):.1f} s" + (f"; {stuck}" if stuck else "")
+        ),
+    )
+    assert row.lost == 0, f"{row.lost} of {row.submitted} jobs never finished; {stuck}"
+    assert row.doubled == 0, f"{row.doubled} jobs ran twice: {_run_twice(ids)}"
+    assert_accounted(row)
+    assert row.succeeded == row.submitted, row
+    assert interrupted > 0, "no job was mid-run at a short shutdown timeout: the scenario tested nothing"

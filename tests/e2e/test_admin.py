@@ -11,7 +11,8 @@ from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 from playwright.sync_api import Page, expect
 
-from apps.jobs.models import Job, JobAttempt, JobEvent, Report
+from apps.jobs.models import Job, JobAttempt, JobEvent
+from apps.workloads.models import Report
 
 XSS = "<script>window.__xss=1</script>"
 JOB_LIST = "/admin/jobs/job/"
@@ -189,7 +190,7 @@ def test_report_add__saving_creates_the_report_and_links_the_job_it_started(
     admin_page: Page, admin_user: object, stub_broker: StubBroker
 ) -> None:
     # Given the add form
-    admin_page.goto("/admin/jobs/report/add/")
+    admin_page.goto("/admin/workloads/report/add/")
 
     # When an operator chooses a users report and saves it
     admin_page.get_by_label("Type").select_option(label="Users")
@@ -210,7 +211,7 @@ def test_report_add__saving_creates_the_report_and_links_the_job_it_started(
     # Published once to the StubBroker, where no worker takes it.
     assert stub_broker.queues["reports"].qsize() == (1 if job.status == Job.Status.QUEUED else 0)
     # ... and its change page links to that job, with the job's status badge
-    expect(admin_page).to_have_url(re.compile(rf"/admin/jobs/report/{report.pk}/change/$"))
+    expect(admin_page).to_have_url(re.compile(rf"/admin/workloads/report/{report.pk}/change/$"))
     job_field = admin_page.locator(".field-job_link .readonly")
     expect(job_field.locator(f'a[href="{job_change_url(job)}"]')).to_have_text(str(job.pk))
     expect(job_field.locator(f"span.job-status-{job.status}")).to_be_visible()
@@ -218,7 +219,7 @@ def test_report_add__saving_creates_the_report_and_links_the_job_it_started(
     # And the job's page links back to the report that started it
     job_field.get_by_role("link").click()
     expect(admin_page.locator(".field-trigger_link a")).to_have_attribute(
-        "href", f"/admin/jobs/report/{report.pk}/change/"
+        "href", f"/admin/workloads/report/{report.pk}/change/"
     )
 
 

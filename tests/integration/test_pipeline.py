@@ -15,7 +15,8 @@ import pytest
 from django.db import transaction
 
 from apps.jobs import services
-from apps.jobs.models import Job, JobAttempt, Report
+from apps.jobs.models import Job, JobAttempt
+from apps.workloads.models import Report
 from tests.live import QUEUES, ROOT, WorkerProcess, queue_consumers, wait_for, wait_job
 
 Status = Job.Status
@@ -204,8 +205,8 @@ def test_kill_9__a_job_whose_worker_died_is_redelivered_and_succeeds_on_attempt_
 
 def test_plain_send__is_recorded_in_the_ledger(worker: WorkerProcess) -> None:
     # Messages sent without job_submit (actor.send(), a scheduler tick) get a ledger row too.
-    from apps.jobs.actors import probe
-    from apps.jobs.schedules import cleanup_expired_sessions
+    from apps.workloads.actors import probe
+    from apps.workloads.schedules import cleanup_expired_sessions
 
     sent = probe.send(sleep_ms=10)
     tick = cleanup_expired_sessions.send_with_options(scheduled_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00"))

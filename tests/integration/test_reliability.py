@@ -11,7 +11,8 @@ import pytest
 from django.utils import timezone
 
 from apps.jobs import services
-from apps.jobs.models import Job, JobAttempt, ProbeRun
+from apps.jobs.models import Job, JobAttempt
+from apps.workloads.models import ProbeRun
 from tests.live import WorkerProcess, wait_for, wait_job
 
 Status = Job.Status

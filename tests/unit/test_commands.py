@@ -1,4 +1,4 @@
-"""The jobs_* management commands: submit, show, demo."""
+"""The jobs_* management commands of the jobs system: submit, show."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import uuid
 from collections.abc import Callable
 from io import StringIO
-from typing import Any
 
 import dramatiq
 import pytest
@@ -14,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
-from apps.jobs.models import Job, JobAttempt, Report
+from apps.jobs.models import Job, JobAttempt
 from tests.unit.conftest import run_all
 
 
@@ -167,31 +166,3 @@ def test_jobs_show__prints_the_job_with_its_attempt_history(job_factory: Callabl
 def test_jobs_show__unknown_id_raises_command_error(job_id: str) -> None:
     with pytest.raises(CommandError, match="No job has the id"):
         _call("jobs_show", job_id)
-
-
-# --- jobs_demo ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.django_db
-def test_jobs_demo__submits_a_job_for_every_actor(stub_broker: StubBroker) -> None:
-    output = _call("jobs_demo")
-
-    # Every actor of the app has at least one demo job (generate_report through the Report trigger)
-    declared = {name for name in stub_broker.actors if name.startswith("jobs.")}
-    submitted = set(Job.objects.values_list("actor_name", flat=True))
-    assert submitted == declared
-    assert Job.objects.count() == 11
-    report = Report.objects.get()
-    assert report.job is not None
-    assert report.job.actor_name == "jobs.generate_report"
-    # And each job's id is printed
-    for job_id in Job.objects.values_list("pk", flat=True):
-        assert str(job_id) in output
-    assert "Submitted 11 demo jobs." in output
-
-
-@pytest.mark.django_db
-def test_jobs_demo__records_the_requesting_user(stub_broker: StubBroker, admin_user: Any) -> None:
-    _call("jobs_demo", "--user", admin_user.username)
-
-    assert set(Job.objects.values_list("requested_by", flat=True)) == {admin_user.pk}

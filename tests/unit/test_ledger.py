@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -16,6 +16,7 @@ from apps.jobs import runtime, services
 from apps.jobs.admin import STATUS_COLOURS
 from apps.jobs.exceptions import InvalidTransition, JobQuarantined
 from apps.jobs.models import Job, JobAttempt
+from tests.unit.conftest import dead_pid, running_job, worker_id_here
 
 Status = Job.Status
 
@@ -99,28 +100,28 @@ def test_transitions__publish_confirmation_racing_the_worker_ends_succeeded_when
 
 def _start_here(job: Job) -> Job | None:
     """Start the job as a worker thread of this process does: claimed before the ledger is asked."""
-    runtime.claim(job.pk)
+    runtime.delivery_open(SimpleNamespace(message_id=str(job.pk)))
     try:
         return services.job_start(job_id=job.pk, redelivered=True)
     finally:
-        runtime.end()
+        runtime.delivery_close()
 
 
 def _in_another_thread(job: Job, started: threading.Event, finish: threading.Event) -> threading.Thread:
     """A worker thread of this process that claims the job, starts it, and holds it until `finish`.
 
-    Like the middleware, it claims the job before asking the ledger, and never calls begin(): the
-    moment between the start's commit and begin() is the one a second copy can arrive in.
+    Like the middleware, it claims the job before asking the ledger, and never marks the delivery
+    started: the moment between the start's commit and that is the one a second copy can arrive in.
     """
 
     def work() -> None:
         try:
-            runtime.claim(job.pk)
+            runtime.delivery_open(SimpleNamespace(message_id=str(job.pk)))
             services.job_start(job_id=job.pk)
             started.set()
             finish.wait(10)
         finally:
-            runtime.end()
+            runtime.delivery_close()
             connection.close()
 
     thread = threading.Thread(target=work)
@@ -178,24 +179,9 @@ def test_job_start__final_jobs_never_run_again(job_factory: Callable[..., Job], 
     assert (job.status, job.attempts) == (status, 1)
 
 
-def _dead_pid() -> int:
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
-
-
-def _running_job(job_factory: Callable[..., Job], *, host: str, pid: int, heartbeat_age_s: float, **fields):
-    now = timezone.now()
-    job = job_factory(
-        status=Status.RUNNING, attempts=1, heartbeat_at=now - timedelta(seconds=heartbeat_age_s), **fields
-    )
-    JobAttempt.objects.create(job=job, number=1, worker_host=host, worker_pid=pid, started_at=now)
-    return job
-
-
 @pytest.mark.django_db
 def test_job_start__takes_over_a_job_whose_worker_process_died(job_factory: Callable[..., Job]) -> None:
-    job = _running_job(job_factory, host=runtime.HOSTNAME, pid=_dead_pid(), heartbeat_age_s=0)
+    job = running_job(job_factory, worker=worker_id_here(dead_pid()), heartbeat_age_s=0)
     started = services.job_start(job_id=job.pk, redelivered=True)
     assert started is not None and started.attempts == 2
     outcomes = list(job.attempt_set.order_by("number").values_list("outcome", "redelivered"))
@@ -207,8 +193,8 @@ def test_job_start__a_job_on_another_host_is_left_alone_while_its_lease_is_fresh
     job_factory: Callable[..., Job], settings
 ) -> None:
     settings.JOBS_LEASE_S = 60
-    fresh = _running_job(job_factory, host="other-host", pid=1, heartbeat_age_s=5)
-    stale = _running_job(job_factory, host="other-host", pid=1, heartbeat_age_s=120)
+    fresh = running_job(job_factory, worker="other-host:b00t:1:1", heartbeat_age_s=5)
+    stale = running_job(job_factory, worker="other-host:b00t:1:1", heartbeat_age_s=120)
     assert services.job_start(job_id=fresh.pk, redelivered=True) is None
     taken = services.job_start(job_id=stale.pk, redelivered=True)
     assert taken is not None and taken.attempts == 2
@@ -217,7 +203,7 @@ def test_job_start__a_job_on_another_host_is_left_alone_while_its_lease_is_fresh
 @pytest.mark.django_db
 def test_job_start__worker_lost_on_the_last_attempt_fails_the_job(job_factory: Callable[..., Job]) -> None:
     # A message that kills its worker every time must not be redelivered forever.
-    job = _running_job(job_factory, host=runtime.HOSTNAME, pid=_dead_pid(), heartbeat_age_s=0, max_retries=0)
+    job = running_job(job_factory, worker=worker_id_here(dead_pid()), heartbeat_age_s=0, max_retries=0)
     with pytest.raises(JobQuarantined):
         services.job_start(job_id=job.pk, redelivered=True)
     job.refresh_from_db()
@@ -231,7 +217,7 @@ def test_job_succeed__an_outcome_from_a_superseded_attempt_is_refused(
     job_factory: Callable[..., Job],
 ) -> None:
     # Fencing: the worker of attempt 1 comes back after attempt 2 took the job over.
-    job = _running_job(job_factory, host=runtime.HOSTNAME, pid=_dead_pid(), heartbeat_age_s=0)
+    job = running_job(job_factory, worker=worker_id_here(dead_pid()), heartbeat_age_s=0)
     services.job_start(job_id=job.pk, redelivered=True)
     assert services.job_succeed(job_id=job.pk, attempt=1, result="late") is None
     job.refresh_from_db()
@@ -256,3 +242,128 @@ def test_job_cancel__refused_once_running(job_factory: Callable[..., Job]) -> No
     services.job_start(job_id=job.pk)
     with pytest.raises(InvalidTransition):
         services.job_cancel(job_id=job.pk)
+
+
+# --- Regressions of the worker-path review (issue 6) ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_job_interrupt__leaves_the_relay_a_time_to_publish_the_job(job_factory: Callable[..., Job]) -> None:
+    # Hole 1: the stopping worker's message may be redelivered to a worker that drops it as a live
+    # duplicate; a RETRYING job must then still get a message.
+    job = running_job(job_factory, worker=worker_id_here(dead_pid()), heartbeat_age_s=0)
+    interrupted = services.job_interrupt(job_id=job.pk, attempt=1)
+    assert interrupted is not None and interrupted.status == Status.RETRYING
+    assert interrupted.relay_after is not None
+    assert interrupted.relay_after <= timezone.now() + timedelta(seconds=60)
+
+
+@pytest.mark.django_db
+def test_job_start__a_copy_of_an_earlier_attempt_does_not_start_a_retry_before_its_backoff(
+    job_factory: Callable[..., Job],
+) -> None:
+    # Hole 8: a late copy of attempt 1's message arriving during the backoff.
+    due = timezone.now() + timedelta(minutes=1)
+    job = job_factory(status=Status.RETRYING, attempts=1, next_retry_at=due)
+    assert services.job_start(job_id=job.pk, redelivered=True) is None
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.RETRYING, 1)
+    # The copy was dropped, so the relay is sure to publish the retry when due.
+    assert job.relay_after == due
+
+
+@pytest.mark.django_db
+def test_job_start__a_retry_arriving_when_due_starts(job_factory: Callable[..., Job]) -> None:
+    job = job_factory(status=Status.RETRYING, attempts=1, next_retry_at=timezone.now() + timedelta(seconds=1))
+    started = services.job_start(job_id=job.pk)
+    assert started is not None and started.attempts == 2 and started.relay_after is None
+
+
+def _tick_options(minutes_ago: float) -> dict[str, str]:
+    return {"scheduled_at": (timezone.now() - timedelta(minutes=minutes_ago)).isoformat()}
+
+
+@pytest.mark.django_db
+def test_job_start__a_tick_that_waited_too_long_for_its_first_attempt_is_skipped(
+    job_factory: Callable[..., Job], settings
+) -> None:
+    settings.SCHEDULE_SKIP_DELAY_S = 300
+    late = job_factory(actor_name="jobs.prune_finished_jobs", options=_tick_options(10))
+    on_time = job_factory(actor_name="jobs.prune_finished_jobs", options=_tick_options(1))
+    assert services.job_start(job_id=late.pk) is None
+    late.refresh_from_db()
+    assert late.status == Status.SKIPPED
+    assert services.job_start(job_id=on_time.pk) is not None
+
+
+@pytest.mark.django_db
+def test_job_start__a_retry_of_a_tick_is_never_skipped(job_factory: Callable[..., Job], settings) -> None:
+    # Hole 6: a failed tick retried after the skip delay must run, not hide its error as "skipped".
+    settings.SCHEDULE_SKIP_DELAY_S = 300
+    job = job_factory(
+        actor_name="jobs.prune_finished_jobs",
+        options=_tick_options(30),
+        status=Status.RETRYING,
+        attempts=1,
+        next_retry_at=timezone.now(),
+    )
+    started = services.job_start(job_id=job.pk)
+    assert started is not None and (started.status, started.attempts) == (Status.RUNNING, 2)
+
+
+@pytest.mark.django_db
+def test_job_fail_undelivered__a_late_copy_never_fails_a_running_job(job_factory: Callable[..., Job]) -> None:
+    # Hole 7: a duplicate rejected by max_age while a live worker runs the job.
+    job = running_job(job_factory, worker="other-host:b00t:1:1", heartbeat_age_s=0)
+    assert services.job_fail_undelivered(job_id=job.pk, reason="too old") is None
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING
+    assert services.job_succeed(job_id=job.pk, attempt=1, result="done") is not None
+
+
+@pytest.mark.django_db
+def test_job_record_dead_letter__a_copy_dead_lettered_by_an_older_worker_leaves_a_running_job_alone(
+    job_factory: Callable[..., Job],
+) -> None:
+    # Hole 7: during a rolling deploy, an old worker without the actor dead-letters a copy.
+    job = running_job(job_factory, worker="other-host:b00t:1:1", heartbeat_age_s=0)
+    services.job_record_dead_letter(
+        job_id=job.pk, actor_name=job.actor_name, queue_name="default", reason="No actor named it."
+    )
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING
+    assert services.job_succeed(job_id=job.pk, attempt=1, result="done") is not None
+
+
+@pytest.mark.django_db
+def test_job_mark_queued__a_late_confirmation_keeps_a_retry_held_for_the_relay(
+    job_factory: Callable[..., Job],
+) -> None:
+    # Hole 7: the first publish's confirmation arrives after attempt 1 failed and its retry was held.
+    relay_at = timezone.now() + timedelta(minutes=5)
+    job = job_factory(status=Status.RETRYING, attempts=1, relay_after=relay_at, next_retry_at=relay_at)
+    services.job_mark_queued(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.relay_after) == (Status.RETRYING, relay_at)
+    assert job.enqueued_at is not None
+
+
+@pytest.mark.django_db
+def test_job_start__the_failure_signal_of_a_quarantined_job_carries_the_failed_job(
+    job_factory: Callable[..., Job], signal_log: list, django_capture_on_commit_callbacks
+) -> None:
+    # Hole 12: job_failed was sent with the Job as it was before the failure.
+    job = running_job(job_factory, worker=worker_id_here(dead_pid()), heartbeat_age_s=0, max_retries=0)
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(JobQuarantined):
+        services.job_start(job_id=job.pk, redelivered=True)
+    failed = [kwargs["job"] for name, kwargs in signal_log if name == "job_failed"]
+    assert [j.status for j in failed] == [Status.FAILED]
+
+
+@pytest.mark.django_db
+def test_job_fail__an_error_text_with_a_nul_character_is_stored(job_factory: Callable[..., Job]) -> None:
+    # Hole 4: PostgreSQL refuses NUL in text; the failure must still be recorded.
+    job = running_job(job_factory, worker="other-host:b00t:1:1", heartbeat_age_s=0)
+    failed = services.job_fail(job_id=job.pk, attempt=1, error=ValueError("bad\x00byte"), traceback="tb\x00")
+    assert failed is not None and failed.status == Status.FAILED
+    assert "\x00" not in failed.last_error and "bad" in failed.last_error

@@ -12,8 +12,15 @@ from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
 from apps.jobs import services
-from apps.jobs.exceptions import InvalidJobArguments, InvalidJobOptions, UnknownActor, UnknownQueue
+from apps.jobs.exceptions import (
+    InvalidJobArguments,
+    InvalidJobOptions,
+    MessageTooLarge,
+    UnknownActor,
+    UnknownQueue,
+)
 from apps.jobs.models import Job, JobEvent
+from apps.jobs.services import submission
 
 
 def _messages(broker: StubBroker, queue_name: str) -> list[dramatiq.Message]:
@@ -99,6 +106,288 @@ def test_job_submit__invalid_options_raise(stub_broker: StubBroker, request_kwar
         services.job_submit(actor="jobs.probe", **request_kwargs)
 
     assert Job.objects.count() == 0
+
+
+# --- bounds: what PostgreSQL, RabbitMQ or the clock cannot take is refused before anything is written -------
+
+
+def _assert_refused(
+    stub_broker: StubBroker, error: type[Exception], field: str, **request: Any
+) -> InvalidJobArguments | InvalidJobOptions:
+    """Submit `request` for jobs.probe; assert `error` naming `field`, and that nothing was written."""
+    jobs_before = Job.objects.count()
+    events_before = JobEvent.objects.count()
+    with pytest.raises(error) as raised:
+        services.job_submit(actor=request.pop("actor", "jobs.probe"), **request)
+    assert field in str(raised.value)
+    assert raised.value.extra["field"] == field
+    assert Job.objects.count() == jobs_before
+    assert JobEvent.objects.count() == events_before
+    assert _message_count(stub_broker) == 0
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    "delay",
+    [
+        pytest.param(10**30, id="huge-int"),
+        pytest.param(dt.timedelta.max, id="timedelta-max"),
+        pytest.param(60_001, id="one-ms-over"),
+        pytest.param(dt.timedelta(minutes=1, milliseconds=1), id="timedelta-one-ms-over"),
+    ],
+)
+@pytest.mark.django_db
+def test_job_submit__delay_past_the_maximum_is_refused(
+    stub_broker: StubBroker, settings: Any, delay: int | dt.timedelta
+) -> None:
+    # Given a maximum delay of one minute
+    settings.JOBS_MAX_DELAY_MS = 60_000
+
+    # When a longer delay is asked for, Then it is refused naming the limit, and nothing is written
+    error = _assert_refused(stub_broker, InvalidJobOptions, "delay", delay=delay)
+    assert "JOBS_MAX_DELAY_MS" in str(error)
+    assert "60000" in str(error)
+
+
+@pytest.mark.django_db
+def test_job_submit__delay_at_the_maximum_is_accepted(stub_broker: StubBroker, settings: Any) -> None:
+    settings.JOBS_MAX_DELAY_MS = 60_000
+
+    job = services.job_submit(actor="jobs.probe", delay=dt.timedelta(minutes=1))
+
+    assert job.scheduled_at is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "limit"),
+    [
+        pytest.param({"max_retries": 10**12}, "max_retries", "100", id="max_retries-huge"),
+        pytest.param({"max_retries": 101}, "max_retries", "100", id="max_retries-one-over"),
+        pytest.param({"min_backoff": 10**30}, "min_backoff", "RETRY_MAX_BACKOFF_MS", id="min_backoff-huge"),
+        pytest.param({"max_backoff": 10**30}, "max_backoff", "RETRY_MAX_BACKOFF_MS", id="max_backoff-huge"),
+        pytest.param(
+            {"max_backoff": 25 * 60_000 + 1}, "max_backoff", "RETRY_MAX_BACKOFF_MS", id="max_backoff-one-over"
+        ),
+        pytest.param({"max_age": 10**30}, "max_age", "JOBS_MAX_DELAY_MS", id="max_age-huge"),
+    ],
+)
+@pytest.mark.django_db
+def test_job_submit__retry_options_past_their_maximum_are_refused(
+    stub_broker: StubBroker, settings: Any, options: dict[str, Any], field: str, limit: str
+) -> None:
+    settings.RETRY_MAX_BACKOFF_MS = 25 * 60_000
+
+    error = _assert_refused(stub_broker, InvalidJobOptions, field, options=options)
+
+    assert limit in str(error)
+
+
+@pytest.mark.django_db
+def test_job_submit__retry_options_at_their_maximum_are_accepted(
+    stub_broker: StubBroker, settings: Any
+) -> None:
+    settings.RETRY_MAX_BACKOFF_MS = 25 * 60_000
+    options = {"max_retries": 100, "min_backoff": 25 * 60_000, "max_backoff": 25 * 60_000}
+
+    job = services.job_submit(actor="jobs.probe", options=options)
+
+    assert job.max_retries == 100
+    assert job.options == options
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        pytest.param({"time_limit": 29 * 60_000 + 1}, "time_limit", id="time_limit-one-over"),
+        pytest.param({"time_limit": 10**30}, "time_limit", id="time_limit-huge"),
+        pytest.param({"time_limit": 0}, "time_limit", id="time_limit-zero"),
+        pytest.param({"soft_time_limit": 29 * 60_000 + 1}, "soft_time_limit", id="soft-one-over"),
+        pytest.param({"soft_time_limit": 0}, "soft_time_limit", id="soft-zero"),
+    ],
+)
+@pytest.mark.django_db
+def test_job_submit__time_limits_past_the_consumer_timeout_are_refused(
+    stub_broker: StubBroker, settings: Any, options: dict[str, Any], field: str
+) -> None:
+    # Given a maximum time limit under RabbitMQ's consumer_timeout
+    settings.JOBS_MAX_TIME_LIMIT_MS = 29 * 60_000
+
+    # When a job asks for more (or for no time at all), Then it is refused, naming the limit
+    error = _assert_refused(stub_broker, InvalidJobOptions, field, options=options)
+    if options.get(field, 0) > 29 * 60_000:
+        assert "JOBS_MAX_TIME_LIMIT_MS" in str(error)
+
+
+@pytest.mark.django_db
+def test_job_submit__soft_time_limit_past_the_hard_one_is_accepted(stub_broker: StubBroker) -> None:
+    # A soft limit at or past the hard one never fires: that is how a job turns its soft limit off
+    # (tests/unit/workloads/test_actors.py::test_probe__hard_time_limit_stops_it relies on it)
+    options = {"time_limit": 1500, "soft_time_limit": 60_000}
+
+    job = services.job_submit(actor="jobs.probe", options=options)
+
+    assert job.options == options
+
+
+@pytest.mark.django_db
+def test_job_submit__time_limits_at_the_maximum_are_accepted(stub_broker: StubBroker, settings: Any) -> None:
+    settings.JOBS_MAX_TIME_LIMIT_MS = 29 * 60_000
+    options = {"time_limit": 29 * 60_000, "soft_time_limit": 29 * 60_000 - 1}
+
+    job = services.job_submit(actor="jobs.probe", options=options)
+
+    assert job.options == options
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "max_retries",
+        "min_backoff",
+        "max_backoff",
+        "time_limit",
+        "soft_time_limit",
+        "max_age",
+        "notify_shutdown",
+        "on_success",
+        "on_failure",
+    ],
+)
+@pytest.mark.django_db
+def test_job_submit__none_option_values_are_refused(stub_broker: StubBroker, field: str) -> None:
+    error = _assert_refused(stub_broker, InvalidJobOptions, field, options={field: None})
+
+    assert "None" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        pytest.param({"notify_shutdown": "yes"}, "notify_shutdown", id="notify_shutdown-string"),
+        pytest.param({"on_success": 5}, "on_success", id="on_success-number"),
+        pytest.param({"on_failure": "jobs.does_not_exist"}, "on_failure", id="on_failure-unknown-actor"),
+    ],
+)
+@pytest.mark.django_db
+def test_job_submit__non_number_options_of_the_wrong_kind_are_refused(
+    stub_broker: StubBroker, options: dict[str, Any], field: str
+) -> None:
+    _assert_refused(stub_broker, InvalidJobOptions, field, options=options)
+
+
+@pytest.mark.django_db
+def test_job_submit__callback_and_shutdown_options_are_accepted(stub_broker: StubBroker) -> None:
+    options = {"on_success": "jobs.probe", "on_failure": "jobs.probe", "notify_shutdown": True}
+
+    job = services.job_submit(actor="jobs.probe", options=options)
+
+    assert job.options == options
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "field"),
+    [
+        pytest.param({"args": ["a\x00b"]}, "args", id="args-value"),
+        pytest.param({"args": [[1, {"deep": ["ok", "\x00"]}]]}, "args", id="args-nested"),
+        pytest.param({"kwargs": {"sleep_ms": "\x00"}}, "kwargs", id="kwargs-value"),
+        pytest.param({"kwargs": {"na\x00me": 1}}, "kwargs", id="kwargs-key"),
+        pytest.param({"kwargs": {"outer": {"in\x00ner": [1]}}}, "kwargs", id="kwargs-nested-key"),
+    ],
+)
+@pytest.mark.django_db
+def test_job_submit__nul_characters_in_arguments_are_refused(
+    stub_broker: StubBroker, request_kwargs: dict[str, Any], field: str
+) -> None:
+    # PostgreSQL's jsonb cannot store \u0000: the row would fail to insert (DataError)
+    error = _assert_refused(stub_broker, InvalidJobArguments, field, **request_kwargs)
+
+    assert "NUL" in str(error)
+
+
+@pytest.mark.django_db
+def test_job_submit__nul_character_in_idempotency_key_is_refused(stub_broker: StubBroker) -> None:
+    error = _assert_refused(stub_broker, InvalidJobOptions, "idempotency_key", idempotency_key="order-\x00")
+
+    assert "NUL" in str(error)
+
+
+@pytest.mark.django_db
+def test_job_submit__escaped_backslash_u0000_text_is_not_a_nul(stub_broker: StubBroker) -> None:
+    # Given text that only looks like the JSON escape of NUL: a backslash, then "u0000"
+    text = "C:\\u0000\\\\u0000"
+
+    job = services.job_submit(actor="jobs.probe", args=[text], kwargs={"note": text})
+
+    job.refresh_from_db()
+    assert job.args == [text]
+    assert job.kwargs == {"note": text}
+
+
+@pytest.mark.django_db
+def test_job_submit__message_larger_than_the_broker_takes_is_refused(
+    stub_broker: StubBroker, settings: Any
+) -> None:
+    # Given a broker that takes messages of at most 4 KiB
+    settings.JOBS_MAX_MESSAGE_BYTES = 4096
+
+    # When a job's arguments alone are larger, Then it is refused, naming the limit; nothing is written
+    error = _assert_refused(stub_broker, MessageTooLarge, "kwargs", kwargs={"blob": "x" * 5000})
+
+    assert isinstance(error, InvalidJobArguments)
+    assert "JOBS_MAX_MESSAGE_BYTES" in str(error)
+    assert "4096" in str(error)
+
+
+@pytest.mark.django_db
+def test_job_submit__message_at_the_size_limit_is_accepted(stub_broker: StubBroker, settings: Any) -> None:
+    settings.JOBS_MAX_MESSAGE_BYTES = 4096
+
+    job = services.job_submit(actor="jobs.probe", kwargs={"blob": "x" * 3000})
+
+    assert len(services.job_message(job).encode()) <= 4096
+
+
+def test_message_check_size__raises_only_past_the_limit(settings: Any) -> None:
+    # Given a message and a limit of exactly its encoded size
+    message = dramatiq.Message(
+        queue_name="default", actor_name="jobs.probe", args=("x" * 100,), kwargs={}, options={}
+    )
+    size = len(message.encode())
+    settings.JOBS_MAX_MESSAGE_BYTES = size
+
+    # Then that message passes, and one byte less of limit refuses it, naming both numbers
+    assert submission.message_check_size(message) is None
+    settings.JOBS_MAX_MESSAGE_BYTES = size - 1
+    with pytest.raises(MessageTooLarge) as raised:
+        submission.message_check_size(message)
+    assert str(size) in str(raised.value)
+    assert str(size - 1) in str(raised.value)
+    assert raised.value.extra["size"] == size
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "field"),
+    [
+        pytest.param({"options": ["max_retries"]}, "options", id="options-list"),
+        pytest.param({"options": "max_retries"}, "options", id="options-string"),
+        pytest.param({"options": [("max_retries", 1)]}, "options", id="options-pairs"),
+        pytest.param({"idempotency_key": 42}, "idempotency_key", id="key-int"),
+        pytest.param({"idempotency_key": b"order-42"}, "idempotency_key", id="key-bytes"),
+        pytest.param({"idempotency_key": "k" * 256}, "idempotency_key", id="key-too-long"),
+    ],
+)
+@pytest.mark.django_db
+def test_job_submit__options_and_idempotency_key_of_the_wrong_kind_are_refused(
+    stub_broker: StubBroker, request_kwargs: dict[str, Any], field: str
+) -> None:
+    _assert_refused(stub_broker, InvalidJobOptions, field, **request_kwargs)
+
+
+@pytest.mark.django_db
+def test_job_submit__idempotency_key_of_255_characters_is_accepted(stub_broker: StubBroker) -> None:
+    job = services.job_submit(actor="jobs.probe", idempotency_key="k" * 255)
+
+    assert job.idempotency_key == "k" * 255
 
 
 # --- the row is the caller's; the message follows the commit ---------------------------------------------

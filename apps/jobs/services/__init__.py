@@ -2,45 +2,34 @@
 
 from __future__ import annotations
 
-from apps.jobs.services.batch import BATCH_OPERATIONS, batch_process
-from apps.jobs.services.email import email_send
 from apps.jobs.services.ledger import (
     ALLOWED_FROM,
     job_cancel,
+    job_create,
     job_fail,
     job_fail_undelivered,
-    job_heartbeat,
     job_interrupt,
     job_mark_queued,
     job_progress_update,
     job_record_dead_letter,
-    job_record_sent,
     job_recover_orphan,
     job_retry_scheduled,
     job_skip,
     job_start,
     job_succeed,
 )
-from apps.jobs.services.maintenance import jobs_prune_finished, sessions_clear_expired
-from apps.jobs.services.probe import probe_run_record
-from apps.jobs.services.relay import (
-    job_hold_for_relay,
-    job_record_message,
-    jobs_recover_orphans,
-    jobs_relay_due,
-)
-from apps.jobs.services.reports import report_build, report_create_daily
+from apps.jobs.services.liveness import attempt_is_alive, job_heartbeat, jobs_recover_orphans
+from apps.jobs.services.maintenance import jobs_prune_finished
+from apps.jobs.services.recording import job_hold_for_relay, job_record_message
+from apps.jobs.services.relay import job_relay, jobs_relay_due
 from apps.jobs.services.submission import actor_max_retries, job_message, job_publish, job_submit
-from apps.jobs.services.sync import external_records_sync
 
 __all__ = [
     "ALLOWED_FROM",
-    "BATCH_OPERATIONS",
     "actor_max_retries",
-    "batch_process",
-    "email_send",
-    "external_records_sync",
+    "attempt_is_alive",
     "job_cancel",
+    "job_create",
     "job_fail",
     "job_fail_undelivered",
     "job_heartbeat",
@@ -52,8 +41,8 @@ __all__ = [
     "job_publish",
     "job_record_dead_letter",
     "job_record_message",
-    "job_record_sent",
     "job_recover_orphan",
+    "job_relay",
     "job_retry_scheduled",
     "job_skip",
     "job_start",
@@ -62,8 +51,4 @@ __all__ = [
     "jobs_prune_finished",
     "jobs_recover_orphans",
     "jobs_relay_due",
-    "probe_run_record",
-    "report_build",
-    "report_create_daily",
-    "sessions_clear_expired",
 ]

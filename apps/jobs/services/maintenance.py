@@ -1,10 +1,9 @@
-"""Housekeeping: expired sessions and the ledger's retention."""
+"""Housekeeping of the ledger: its retention."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from importlib import import_module
 
 from django.conf import settings
 from django.utils import timezone
@@ -15,18 +14,6 @@ logger = logging.getLogger(__name__)
 
 #: Rows deleted per statement, so pruning never holds long locks on a busy ledger.
 PRUNE_BATCH_SIZE = 1000
-
-
-def sessions_clear_expired() -> int | None:
-    """Delete expired Django sessions; returns how many, or None when the backend cannot count."""
-    store = import_module(settings.SESSION_ENGINE).SessionStore
-    get_model_class = getattr(store, "get_model_class", None)
-    if get_model_class is None:
-        store.clear_expired()
-        return None
-    deleted, _ = get_model_class().objects.filter(expire_date__lt=timezone.now()).delete()
-    logger.info("Deleted %d expired sessions.", deleted, extra={"action": "sessions_cleared"})
-    return deleted
 
 
 def jobs_prune_finished(

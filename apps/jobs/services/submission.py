@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import reprlib
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,14 @@ from dramatiq.errors import ActorNotFound, DramatiqError
 from dramatiq.middleware import Retries
 
 from apps.jobs import runtime
-from apps.jobs.exceptions import InvalidJobArguments, InvalidJobOptions, UnknownActor, UnknownQueue
-from apps.jobs.models import Job, JobEvent
+from apps.jobs.exceptions import (
+    InvalidJobArguments,
+    InvalidJobOptions,
+    MessageTooLarge,
+    UnknownActor,
+    UnknownQueue,
+)
+from apps.jobs.models import Job
 from apps.jobs.services import ledger
 
 if TYPE_CHECKING:
@@ -42,6 +49,9 @@ SUBMIT_OPTIONS = frozenset(
         "on_failure",
     }
 )
+#: The most retries one job may ask for (options={"max_retries": ...}): each retry is a ledger row and
+#: a broker round-trip, and past this many a job is broken, not unlucky.
+MAX_RETRIES_PER_JOB = 100
 
 
 def job_submit(
@@ -62,8 +72,20 @@ def job_submit(
 
     Returns the new job; or, when `idempotency_key` was used before, or the actor is declared
     unique and an equal job is still pending, queued or running, that existing job. Raises
-    UnknownActor, UnknownQueue, InvalidJobArguments or InvalidJobOptions and writes nothing when
-    the request is wrong. `delay` is in milliseconds (or a timedelta).
+    UnknownActor, UnknownQueue, InvalidJobArguments (MessageTooLarge among them) or InvalidJobOptions,
+    whose `extra["field"]` names the culprit, and writes nothing when the request is wrong:
+
+    - `args` and `kwargs` must be JSON without NUL characters (PostgreSQL cannot store them), and the
+      message they make at most settings.JOBS_MAX_MESSAGE_BYTES (RabbitMQ refuses larger ones).
+    - `delay` is in milliseconds (or a timedelta), at most settings.JOBS_MAX_DELAY_MS.
+    - `options` is a dict of SUBMIT_OPTIONS; a value of None is refused, not read as "the default"
+      (leave the option out for that). max_retries is at most MAX_RETRIES_PER_JOB; min_backoff and
+      max_backoff at most settings.RETRY_MAX_BACKOFF_MS (the longest retry wait of any job);
+      time_limit and soft_time_limit from 1 ms to settings.JOBS_MAX_TIME_LIMIT_MS (under RabbitMQ's
+      consumer_timeout; a soft limit at or past the hard one is allowed and means "no soft limit");
+      max_age at most
+      settings.JOBS_MAX_DELAY_MS; notify_shutdown a bool; on_success and on_failure registered actors.
+    - `idempotency_key` is a string of at most 255 characters without NUL; "" means no key.
     """
     broker = dramatiq.get_broker()
     actor_obj = _actor_get(broker, actor)
@@ -72,11 +94,23 @@ def job_submit(
         known = ", ".join(sorted(broker.get_declared_queues()))
         raise UnknownQueue(f"Unknown queue {queue_name!r}; known queues: {known}.", queue=queue_name)
     args, kwargs = _json_arguments(actor_obj.actor_name, args, kwargs or {})
-    options = _valid_options(options or {})
+    options = _valid_options(actor_obj, {} if options is None else options)
     priority = _valid_priority(priority)
     delay_ms = _valid_delay_ms(delay)
+    idempotency_key = _valid_idempotency_key(idempotency_key)
     if source not in Job.Source.values:
-        raise InvalidJobOptions(f"Unknown source {source!r}.", source=source)
+        raise InvalidJobOptions(f"Unknown source {source!r}.", source=source, field="source")
+    # The message the publish will send (its id and timestamp have fixed lengths, so its size is known).
+    unsaved = Job(
+        actor_name=actor_obj.actor_name,
+        queue_name=queue_name,
+        args=args,
+        kwargs=kwargs,
+        options=options,
+        priority=priority,
+        created_at=timezone.now(),
+    )
+    message_check_size(job_message(unsaved))
 
     if idempotency_key:
         existing = Job.objects.filter(idempotency_key=idempotency_key).first()
@@ -110,9 +144,8 @@ def job_submit(
         fields["trigger_content_type"] = ContentType.objects.get_for_model(trigger)
         fields["trigger_object_id"] = str(trigger.pk)
     try:
-        with transaction.atomic():
-            job = Job.objects.create(**fields)
-            JobEvent.objects.create(job=job, from_status="", to_status=Job.Status.PENDING, note=source)
+        with transaction.atomic():  # a savepoint: the caller's transaction survives a lost race
+            job = ledger.job_create(status=Job.Status.PENDING, note=source, **fields)
     except IntegrityError:
         # A concurrent submit with the same key committed first: answer with its job.
         existing = _existing_for_keys(idempotency_key, unique_key)
@@ -151,9 +184,9 @@ def job_publish(*, job_id: UUID | str) -> Job | None:
 def job_send(job: Job, *, delay_ms: int | None) -> bool:
     """Publish the job's message, confirmed by RabbitMQ; False (logged) when it was not taken."""
     message = job_message(job)
-    runtime.mark_publishing(message.message_id)
     try:
-        dramatiq.get_broker().enqueue(message, delay=delay_ms)
+        with runtime.ledger_publish(message.message_id):
+            dramatiq.get_broker().enqueue(message, delay=delay_ms)
     except DramatiqError as exc:
         logger.warning(
             "Publishing job %s failed (%s); the relay tries again.",
@@ -162,8 +195,6 @@ def job_send(job: Job, *, delay_ms: int | None) -> bool:
             extra={"action": "job_publish_failed", "job_id": str(job.pk)},
         )
         return False
-    finally:
-        runtime.mark_publishing(None)
     return True
 
 
@@ -198,6 +229,29 @@ def job_message(job: Job) -> dramatiq.Message:
     )
 
 
+def message_check_size(message: dramatiq.Message) -> None:
+    """Raise MessageTooLarge when `message` encodes to more than settings.JOBS_MAX_MESSAGE_BYTES.
+
+    RabbitMQ refuses a body over its max_message_size; such a job would stay pending while every
+    relay publishes it again. The error names the limit, the size, and the biggest part of the
+    message (args, kwargs or options) in `extra["field"]`.
+    """
+    limit = settings.JOBS_MAX_MESSAGE_BYTES
+    size = len(message.encode())
+    if size <= limit:
+        return
+    parts = {"args": message.args, "kwargs": message.kwargs, "options": message.options}
+    field = max(parts, key=lambda name: len(json.dumps(parts[name], default=str)))
+    raise MessageTooLarge(
+        f"The message of {message.actor_name} is {size} bytes, more than the {limit} bytes "
+        f"JOBS_MAX_MESSAGE_BYTES allows; most of it is its {field}. Pass ids, not data.",
+        actor=message.actor_name,
+        field=field,
+        size=size,
+        limit=limit,
+    )
+
+
 def actor_max_retries(actor: dramatiq.Actor, options: dict[str, Any]) -> int:
     """The retries a message of `actor` with `options` gets, as the Retries middleware decides them."""
     return _max_retries(actor.broker, actor, options)
@@ -228,40 +282,124 @@ def _json_arguments(
 ) -> tuple[list[Any], dict[str, Any]]:
     """Arguments as they will arrive in the worker (tuples become lists), or InvalidJobArguments."""
     if not isinstance(args, list | tuple):
-        raise InvalidJobArguments(f"args of {actor_name} must be a list, not {type(args).__name__}.")
+        raise InvalidJobArguments(
+            f"args of {actor_name} must be a list, not {type(args).__name__}.", actor=actor_name, field="args"
+        )
     if not isinstance(kwargs, dict):
-        raise InvalidJobArguments(f"kwargs of {actor_name} must be an object, not {type(kwargs).__name__}.")
+        raise InvalidJobArguments(
+            f"kwargs of {actor_name} must be an object, not {type(kwargs).__name__}.",
+            actor=actor_name,
+            field="kwargs",
+        )
     try:
         encoded = json.dumps([list(args), kwargs], allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobArguments(
             f"The arguments of {actor_name} cannot be sent as JSON: {exc}. "
             "Pass ids, strings, numbers, lists and objects.",
             actor=actor_name,
         ) from exc
     decoded_args, decoded_kwargs = json.loads(encoded)
+    # JSON writes NUL as \u0000, which PostgreSQL's jsonb refuses; the text test is cheap, the walk exact.
+    if "\\u0000" in encoded:
+        for field, value in (("args", decoded_args), ("kwargs", decoded_kwargs)):
+            where = _nul_path(value, field)
+            if where is not None:
+                raise InvalidJobArguments(
+                    f"{where} of {actor_name} contains a NUL character (\\x00), which PostgreSQL "
+                    "cannot store; remove it, or send binary data base64-encoded.",
+                    actor=actor_name,
+                    field=field,
+                )
     return decoded_args, decoded_kwargs
 
 
-def _valid_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - SUBMIT_OPTIONS
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where a NUL character is in the JSON value `value` (keys included), or None."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where
+        elif isinstance(item, list):
+            stack.extend((element, f"{where}[{index}]") for index, element in enumerate(item))
+        elif isinstance(item, dict):
+            for key, element in item.items():
+                if "\x00" in key:
+                    return f"{where} key {key!r}"
+                stack.append((element, f"{where}[{key!r}]"))
+    return None
+
+
+def _valid_options(actor: dramatiq.Actor, options: Any) -> dict[str, Any]:
+    if not isinstance(options, dict):
+        raise InvalidJobOptions(
+            f"options must be an object of option names to values, not {type(options).__name__}.",
+            field="options",
+        )
+    unknown = sorted(str(name) for name in set(options) - SUBMIT_OPTIONS)
     if unknown:
         raise InvalidJobOptions(
-            f"Unknown job option(s): {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(SUBMIT_OPTIONS))}.",
-            options=sorted(unknown),
+            f"Unknown job option(s): {', '.join(unknown)}; allowed: {', '.join(sorted(SUBMIT_OPTIONS))}.",
+            options=unknown,
+            field="options",
         )
-    for name in ("max_retries", "min_backoff", "max_backoff", "time_limit", "soft_time_limit", "max_age"):
-        value = options.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise InvalidJobOptions(f"Option {name} must be a whole number >= 0, not {value!r}.")
+    for name, value in options.items():
+        if value is None:
+            raise InvalidJobOptions(
+                f"Option {name} is None; leave it out to use the actor's default.", field=name
+            )
+    ranges = {  # name: (lowest, highest, where the highest comes from)
+        "max_retries": (0, MAX_RETRIES_PER_JOB, "MAX_RETRIES_PER_JOB"),
+        "min_backoff": (0, settings.RETRY_MAX_BACKOFF_MS, "RETRY_MAX_BACKOFF_MS"),
+        "max_backoff": (0, settings.RETRY_MAX_BACKOFF_MS, "RETRY_MAX_BACKOFF_MS"),
+        "time_limit": (1, settings.JOBS_MAX_TIME_LIMIT_MS, "JOBS_MAX_TIME_LIMIT_MS"),
+        "soft_time_limit": (1, settings.JOBS_MAX_TIME_LIMIT_MS, "JOBS_MAX_TIME_LIMIT_MS"),
+        "max_age": (0, settings.JOBS_MAX_DELAY_MS, "JOBS_MAX_DELAY_MS"),
+    }
+    for name, (lowest, highest, source) in ranges.items():
+        if name in options and not _whole_number_in(options[name], lowest, highest):
+            raise InvalidJobOptions(
+                f"Option {name} must be a whole number from {lowest} to {highest} ({source}), "
+                f"not {reprlib.repr(options[name])}.",
+                field=name,
+            )
+    if "notify_shutdown" in options and not isinstance(options["notify_shutdown"], bool):
+        raise InvalidJobOptions(
+            f"Option notify_shutdown must be true or false, not {reprlib.repr(options['notify_shutdown'])}.",
+            field="notify_shutdown",
+        )
+    for name in ("on_success", "on_failure"):
+        if name in options and not _actor_exists(actor.broker, options[name]):
+            raise InvalidJobOptions(
+                f"Option {name} must name a registered actor, not {reprlib.repr(options[name])}.",
+                field=name,
+            )
     return options
+
+
+def _whole_number_in(value: Any, lowest: int, highest: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= highest
+
+
+def _actor_exists(broker: dramatiq.Broker, name: Any) -> bool:
+    if not isinstance(name, str):
+        return False
+    try:
+        broker.get_actor(name)
+    except ActorNotFound:
+        return False
+    return True
 
 
 def _valid_priority(priority: Any) -> int:
     top = settings.BROKER_MAX_PRIORITY
     if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= top:
-        raise InvalidJobOptions(f"priority must be a whole number from 0 to {top}, not {priority!r}.")
+        raise InvalidJobOptions(
+            f"priority must be a whole number from 0 to {top}, not {reprlib.repr(priority)}.",
+            field="priority",
+        )
     return priority
 
 
@@ -269,10 +407,40 @@ def _valid_delay_ms(delay: Any) -> int:
     if delay is None:
         return 0
     if isinstance(delay, timedelta):
-        delay = int(delay.total_seconds() * 1000)
+        delay = delay // timedelta(milliseconds=1)  # exact for any timedelta, unlike total_seconds()
     if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
-        raise InvalidJobOptions(f"delay must be a whole number of milliseconds >= 0, not {delay!r}.")
+        raise InvalidJobOptions(
+            f"delay must be a whole number of milliseconds >= 0, not {reprlib.repr(delay)}.", field="delay"
+        )
+    limit = settings.JOBS_MAX_DELAY_MS
+    if delay > limit:
+        raise InvalidJobOptions(
+            f"delay must be at most {limit} ms (JOBS_MAX_DELAY_MS), not {reprlib.repr(delay)}; "
+            "submit the job nearer the time it should run.",
+            field="delay",
+        )
     return delay
+
+
+def _valid_idempotency_key(key: Any) -> str | None:
+    """The key, None for no key (None or ""), or InvalidJobOptions for what the column cannot hold."""
+    if key is None or key == "":
+        return None
+    if not isinstance(key, str):
+        raise InvalidJobOptions(
+            f"idempotency_key must be a string, not {type(key).__name__}.", field="idempotency_key"
+        )
+    longest = Job._meta.get_field("idempotency_key").max_length
+    if longest is not None and len(key) > longest:
+        raise InvalidJobOptions(
+            f"idempotency_key must be at most {longest} characters, not {len(key)}.", field="idempotency_key"
+        )
+    if "\x00" in key:
+        raise InvalidJobOptions(
+            "idempotency_key contains a NUL character (\\x00), which PostgreSQL cannot store.",
+            field="idempotency_key",
+        )
+    return key
 
 
 def _unique_key(actor: dramatiq.Actor, args: list[Any], kwargs: dict[str, Any]) -> str | None:

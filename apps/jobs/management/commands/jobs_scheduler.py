@@ -16,6 +16,8 @@ from django_dramatiq.management.commands.rundramatiq import Command as RunDramat
 
 #: Seconds before a scheduler that exited on an error is started again.
 RESTART_DELAY_S = 5
+#: Longest the restart delay goes without noticing a SIGTERM or SIGINT (seconds).
+STOP_CHECK_INTERVAL_S = 0.1
 
 
 class Command(BaseCommand):
@@ -40,13 +42,25 @@ class Command(BaseCommand):
         self._child: subprocess.Popen | None = None
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._forward)
-        while True:
-            self._child = subprocess.Popen(argv)
-            code = self._child.wait()
+        while not self._stopping:
+            child = self._child = subprocess.Popen(argv)
+            if self._stopping:  # the signal came while it was starting, before it could be forwarded
+                child.terminate()
+            code = child.wait()
             if self._stopping or code == 0:
                 return
             self.stderr.write(f"The scheduler exited with {code}; restarting in {RESTART_DELAY_S} s.")
-            time.sleep(RESTART_DELAY_S)
+            self._wait_unless_stopped(RESTART_DELAY_S)
+
+    def _wait_unless_stopped(self, seconds: float) -> None:
+        """Sleep `seconds`, returning early once a signal asked the command to stop.
+
+        Short sleeps that check `_stopping`, not threading.Event.wait: the signal handler runs in
+        this same thread, and Event.set() there can deadlock on the lock Event.wait() holds.
+        """
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, STOP_CHECK_INTERVAL_S))
 
     def _forward(self, signum: int, frame: object) -> None:
         self._stopping = True

@@ -7,7 +7,8 @@ from typing import Any
 from django.db.models.signals import post_save
 
 from apps.jobs import services
-from apps.jobs.models import Job, Report
+from apps.jobs.models import Job
+from apps.workloads.models import Report
 
 
 def _report_created(
@@ -30,4 +31,4 @@ def _report_created(
 
 
 def connect() -> None:
-    post_save.connect(_report_created, sender=Report, dispatch_uid="jobs.report_created")
+    post_save.connect(_report_created, sender=Report, dispatch_uid="workloads.report_created")

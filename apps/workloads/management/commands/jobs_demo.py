@@ -10,7 +10,7 @@ from django.db import transaction
 
 from apps.jobs import services
 from apps.jobs.exceptions import JobsError
-from apps.jobs.models import Report
+from apps.workloads.models import Report
 
 
 class Command(BaseCommand):
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         user = None
         if options["user"]:
             user = get_user_model().objects.filter(username=options["user"]).first()
-        samples = [
+        samples: list[tuple[str, str, dict[str, Any]]] = [
             ("probe that succeeds", "jobs.probe", {"sleep_ms": 3000}),
             ("probe failing its first 2 attempts", "jobs.probe", {"fail_attempts": 2}),
             ("probe failing permanently", "jobs.probe", {"permanent": True}),

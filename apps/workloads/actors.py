@@ -1,4 +1,4 @@
-"""The seed's jobs: thin actors that take ids and small JSON values and call services."""
+"""The example jobs: thin actors that take ids and small JSON values and call services."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from apps.jobs import progress, selectors, services
+from apps.jobs import progress
 from apps.jobs.exceptions import PermanentFailure, SoftTimeLimitExceeded, TransientFailure
+from apps.workloads import selectors, services
+from apps.workloads.services.probe import PROBE_DB_HOLDS, probe_db_hold
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def _current_message_id() -> str | None:
 
 
 @dramatiq.actor(
-    actor_name="jobs.send_email",
+    actor_name="jobs.send_email",  # kept from apps.jobs: queued messages carry this name
     queue_name="emails",
     max_retries=8,
     min_backoff=10_000,
@@ -59,7 +61,7 @@ def send_email(
 
 
 @dramatiq.actor(
-    actor_name="jobs.generate_report",
+    actor_name="jobs.generate_report",  # kept from apps.jobs: queued messages carry this name
     queue_name="reports",
     max_retries=3,
     time_limit=REPORT_TIME_LIMIT_MS,
@@ -74,7 +76,7 @@ def generate_report(report_id: int) -> dict[str, Any]:
 
 
 @dramatiq.actor(
-    actor_name="jobs.process_batch",
+    actor_name="jobs.process_batch",  # kept from apps.jobs: queued messages carry this name
     queue_name="batch",
     max_retries=3,
     time_limit=BATCH_TIME_LIMIT_MS,
@@ -89,7 +91,7 @@ def process_batch(items: list[Any], operation: str = "validate_email") -> dict[s
 
 
 @dramatiq.actor(
-    actor_name="jobs.probe",
+    actor_name="jobs.probe",  # kept from apps.jobs: queued messages carry this name
     queue_name="default",
     max_retries=5,
     min_backoff=500,
@@ -98,7 +100,12 @@ def process_batch(items: list[Any], operation: str = "validate_email") -> dict[s
     throws=(PermanentFailure,),
 )
 def probe(
-    sleep_ms: int = 0, fail_attempts: int = 0, permanent: bool = False, crash_attempts: int = 0
+    sleep_ms: int = 0,
+    fail_attempts: int = 0,
+    permanent: bool = False,
+    crash_attempts: int = 0,
+    db_hold: str = "",
+    db_hold_ms: int = 0,
 ) -> dict[str, Any]:
     """Diagnostic job to test the pipeline end to end.
 
@@ -106,6 +113,13 @@ def probe(
     with a transient error, and with `permanent` fails for good without retries. `crash_attempts`
     kills its own worker process (SIGKILL, as the OOM killer would) on its first N attempts. Each
     completed run is counted in ProbeRun, so a job done twice would show.
+
+    `db_hold` then keeps the worker thread inside PostgreSQL for `db_hold_ms`, to see what a time
+    limit or a shutdown landing there does (apps.workloads.services.probe.probe_db_hold):
+    "pg_sleep" runs one long query; "atomic" writes the run's ProbeRun row in a transaction and
+    sleeps in SQL before committing (an interrupted hold must leave no row); "cursor" streams a
+    server-side cursor in a transaction, each row sleeping in SQL; "commit" writes the ProbeRun row
+    in a transaction whose COMMIT sleeps in SQL. "" (the default) holds nothing.
     """
     attempt = progress.current_attempt() or 1
     if attempt <= crash_attempts:
@@ -113,6 +127,8 @@ def probe(
         os.kill(os.getpid(), signal.SIGKILL)
     if permanent:
         raise PermanentFailure("The probe was asked to fail permanently.")
+    if db_hold and db_hold not in PROBE_DB_HOLDS:
+        raise PermanentFailure(f"Unknown db_hold {db_hold!r}; known: {', '.join(PROBE_DB_HOLDS)}.")
     if attempt <= fail_attempts:
         raise TransientFailure(f"The probe fails attempt {attempt} of the first {fail_attempts}, as asked.")
     started = time.monotonic()
@@ -126,5 +142,11 @@ def probe(
     except SoftTimeLimitExceeded:
         logger.warning("Probe reached its soft time limit after %d ms; stopping.", slept)
         raise
-    services.probe_run_record(job_id=_current_message_id(), attempt=attempt)
-    return {"attempt": attempt, "slept_ms": round((time.monotonic() - started) * 1000)}
+    result: dict[str, Any] = {"attempt": attempt, "slept_ms": round((time.monotonic() - started) * 1000)}
+    if db_hold:
+        held = time.monotonic()
+        probe_db_hold(mode=db_hold, hold_ms=db_hold_ms, job_id=_current_message_id(), attempt=attempt)
+        result["db_held_ms"] = round((time.monotonic() - held) * 1000)
+    if db_hold not in ("atomic", "commit"):  # those holds recorded the run in their transaction
+        services.probe_run_record(job_id=_current_message_id(), attempt=attempt)
+    return result

@@ -9,7 +9,8 @@ import pytest
 from django.db import transaction
 from dramatiq.brokers.stub import StubBroker
 
-from apps.jobs.models import Job, Report
+from apps.jobs.models import Job
+from apps.workloads.models import Report
 from tests.unit.conftest import run_all
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,7 +15,8 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from apps.jobs.exceptions import PermanentFailure
-from apps.jobs.models import ExternalRecord, Job, Report
+from apps.jobs.models import Job
+from apps.workloads.models import ExternalRecord, Report
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 REPORT_BATCH_SIZE = 1000
 
 ProgressCallback = Callable[[int, int, str], Any]
+#: What a report type reads: the rows' queryset, the column names, and one row's values from an item.
+RowSource = Callable[[dict[str, Any]], tuple[models.QuerySet, list[str], Callable[[Any], list[Any]]]]
 
 
 def _jobs_rows(filters: dict[str, Any]) -> tuple[models.QuerySet, list[str], Callable[[Any], list[Any]]]:
@@ -104,7 +107,7 @@ def _external_rows(filters: dict[str, Any]) -> tuple[models.QuerySet, list[str],
     return queryset, columns, row
 
 
-ROW_SOURCES = {
+ROW_SOURCES: dict[str, RowSource] = {
     Report.Type.JOBS: _jobs_rows,
     Report.Type.USERS: _users_rows,
     Report.Type.EXTERNAL_RECORDS: _external_rows,
@@ -138,6 +141,24 @@ def report_build(*, report: Report, progress: ProgressCallback | None = None) ->
     report.save(update_fields=["file", "row_count", "finished_at"])
     logger.info("Report %s built: %d rows.", report.pk, written, extra={"action": "report_built"})
     return written
+
+
+def report_day_for_tick(*, scheduled_at: str | None) -> dt.date:
+    """The day a daily report covers: the day before its tick's local date (TIME_ZONE).
+
+    `scheduled_at` is the tick periodiq put in the message (ISO 8601 with its offset), so a tick run
+    late or retried after midnight still reports the day before the tick. Without a tick (a manual
+    send) it is the day before today by the clock.
+    """
+    if not scheduled_at:
+        return timezone.localdate() - dt.timedelta(days=1)
+    try:
+        tick = dt.datetime.fromisoformat(scheduled_at)
+    except ValueError as exc:
+        raise PermanentFailure(f"The tick's scheduled_at {scheduled_at!r} is not an ISO 8601 time.") from exc
+    if timezone.is_naive(tick):
+        tick = timezone.make_aware(tick)  # a tick without an offset is in TIME_ZONE
+    return timezone.localtime(tick).date() - dt.timedelta(days=1)
 
 
 def report_create_daily(*, day: dt.date) -> Report:

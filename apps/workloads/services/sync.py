@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.jobs.exceptions import PermanentFailure, TransientFailure
-from apps.jobs.models import ExternalRecord
+from apps.workloads.models import ExternalRecord
 
 logger = logging.getLogger(__name__)
 

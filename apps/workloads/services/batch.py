@@ -7,16 +7,22 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+import dramatiq
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.db import DatabaseError
 
-from apps.jobs.exceptions import PermanentFailure
-from apps.jobs.models import BatchItemResult
+from apps.jobs.exceptions import PermanentFailure, SoftTimeLimitExceeded, TransientFailure
+from apps.workloads.models import BatchItemResult
 
 logger = logging.getLogger(__name__)
 
 #: Results written per INSERT.
 BATCH_WRITE_SIZE = 200
+#: Raised while handling an item but not the item's own fault: they stop the whole batch instead of
+#: failing one item. The soft time limit must reach the actor so the job stops; a retry request or a
+#: passing failure retries the job, which resumes after the items recorded so far.
+STOP_BATCH_ERRORS = (SoftTimeLimitExceeded, dramatiq.Retry, TransientFailure)
 
 
 def _validate_email(item: Any) -> dict[str, Any]:
@@ -53,7 +59,7 @@ BATCH_OPERATIONS: dict[str, Callable[[Any], dict[str, Any]]] = {
 
 def batch_process(
     *,
-    job_id: UUID | None,
+    job_id: UUID | str | None,
     items: list[Any],
     operation: str,
     progress: Callable[[int, int, str], Any] | None = None,
@@ -77,11 +83,17 @@ def batch_process(
             continue
         try:
             outcome = BatchItemResult(index=index, item=item, outcome="succeeded", result=handler(item))
+        except DatabaseError:
+            raise  # the database failed, not the item: nothing more can be recorded
+        except STOP_BATCH_ERRORS:
+            _write(pending)
+            raise
         except Exception as exc:
             outcome = BatchItemResult(index=index, item=item, outcome="failed", error=str(exc)[:2000])
             failed_here += 1
-        outcome.job_id = job_id
-        pending.append(outcome)
+        if job_id is not None:  # outside a job there is nothing to record the outcome on
+            outcome.job_id = job_id
+            pending.append(outcome)
         if len(pending) >= BATCH_WRITE_SIZE:
             _write(pending)
         if progress is not None:
@@ -95,8 +107,7 @@ def batch_process(
 
 
 def _write(pending: list[BatchItemResult]) -> None:
-    rows = [row for row in pending if row.job_id is not None]
-    if rows:
+    if pending:
         # ignore_conflicts: a concurrent duplicate run may have recorded the same item already.
-        BatchItemResult.objects.bulk_create(rows, ignore_conflicts=True)
+        BatchItemResult.objects.bulk_create(pending, ignore_conflicts=True)
     pending.clear()
