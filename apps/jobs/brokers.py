@@ -13,7 +13,6 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import BrokerConnectionError
 
 from apps.jobs import runtime
-from apps.jobs.exceptions import InvalidJobArguments, MessageTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +66,11 @@ class LedgerBrokerMixin(_MixinBase):
 
 
 def _refuse_unsendable(message: dramatiq.Message) -> None:
-    """Raise in the sender for a message that could never be recorded or published."""
-    data = message.encode()
-    if b"\\u0000" in data:
-        raise InvalidJobArguments(
-            f"The arguments of {message.actor_name} contain a NUL character, which the ledger cannot store.",
-            actor=message.actor_name,
-        )
-    if len(data) > settings.JOBS_MAX_MESSAGE_BYTES:
-        raise MessageTooLarge(
-            f"The message of {message.actor_name} is {len(data)} bytes; the limit is "
-            f"{settings.JOBS_MAX_MESSAGE_BYTES} (JOBS_MAX_MESSAGE_BYTES). Pass ids, not payloads.",
-            actor=message.actor_name,
-        )
+    """Raise in the sender for a message that could never be recorded (NUL, NaN) or published (size)."""
+    from apps.jobs.services import validation  # models are not importable when the broker is built
+
+    validation.json_arguments(message.actor_name, message.args, message.kwargs)
+    validation.message_check_size(message)
 
 
 class LedgerRabbitmqBroker(LedgerBrokerMixin, RabbitmqBroker):

@@ -84,3 +84,23 @@ def test_progress_report__tight_loop_writes_at_a_bounded_rate(
     assert job.progress_message == "looping"
     assert progress_sends[-1]["current"] == LOOP_REPORTS
     assert progress_sends[-1]["job_id"] == job.pk
+
+
+def test_check_stop__raises_shutdown_once_the_stopping_worker_interrupted_the_job() -> None:
+    # A stopping worker asks an abandoned job to stop at its next progress report, a safe point
+    # between two units of work, so it never finishes a unit and is then run again elsewhere.
+    from types import SimpleNamespace
+
+    from dramatiq.middleware.shutdown import Shutdown
+
+    from apps.jobs import runtime
+
+    delivery = runtime.delivery_open(SimpleNamespace(message_id="00000000-0000-0000-0000-000000000001"))
+    runtime.delivery_started(delivery, 1)
+    try:
+        progress.check_stop()  # running normally: nothing happens
+        delivery.interrupted = True
+        with pytest.raises(Shutdown):
+            progress.report(1, 10)
+    finally:
+        runtime.delivery_close()

@@ -20,7 +20,7 @@ from apps.jobs.exceptions import (
     UnknownQueue,
 )
 from apps.jobs.models import Job, JobEvent
-from apps.jobs.services import submission
+from apps.jobs.services import validation
 
 
 def _messages(broker: StubBroker, queue_name: str) -> list[dramatiq.Message]:
@@ -356,10 +356,10 @@ def test_message_check_size__raises_only_past_the_limit(settings: Any) -> None:
     settings.JOBS_MAX_MESSAGE_BYTES = size
 
     # Then that message passes, and one byte less of limit refuses it, naming both numbers
-    assert submission.message_check_size(message) is None
+    assert validation.message_check_size(message) is None
     settings.JOBS_MAX_MESSAGE_BYTES = size - 1
     with pytest.raises(MessageTooLarge) as raised:
-        submission.message_check_size(message)
+        validation.message_check_size(message)
     assert str(size) in str(raised.value)
     assert str(size - 1) in str(raised.value)
     assert raised.value.extra["size"] == size

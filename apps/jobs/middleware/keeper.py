@@ -1,4 +1,4 @@
-"""A daemon thread that repeats one database task every few seconds, for the life of a worker process."""
+"""Middleware that keeps one daemon thread per worker process, repeating a database task every few seconds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import dramatiq
+from django.conf import settings
 from django.db import DatabaseError, connections
+from dramatiq.logging import get_logger
 
 
 class Keeper(threading.Thread):
@@ -37,3 +40,33 @@ class Keeper(threading.Thread):
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+class KeeperMiddleware(dramatiq.Middleware):
+    """Starts `run_once` on a thread of its own in each worker process, every JOBS_KEEPER_INTERVAL_S."""
+
+    #: The thread's name, as it shows in logs and thread dumps.
+    thread_name = "jobs-keeper"
+
+    def __init__(self) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.thread: Keeper | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.thread = Keeper(self.thread_name, self.run_once, settings.JOBS_KEEPER_INTERVAL_S, self.logger)
+        self.thread.start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+
+    def run_once(self, now: float) -> None:
+        """One round of the thread's work; `now` is time.monotonic()."""
+        raise NotImplementedError
+
+
+def services() -> Any:
+    """apps.jobs.services, imported on first use: middleware is built before models can be imported."""
+    from apps.jobs import services
+
+    return services

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import dramatiq
 from django.conf import settings
-from dramatiq.logging import get_logger
 
 from apps.jobs import runtime
-from apps.jobs.middleware.keeper import Keeper
+from apps.jobs.middleware.keeper import KeeperMiddleware, services
 
 
-def _services() -> Any:
-    # Middleware is built while Django loads its apps, before models can be imported.
-    from apps.jobs import services
-
-    return services
-
-
-class Liveness(dramatiq.Middleware):
+class Liveness(KeeperMiddleware):
     """Keeps the lease of every attempt this process runs, and recovers orphans of dead workers.
 
     Its own thread, with its own database connection, and nothing else on it: a publish blocked by
@@ -27,26 +16,17 @@ class Liveness(dramatiq.Middleware):
     would take over jobs that are still running here.
     """
 
+    thread_name = "jobs-liveness"
+
     def __init__(self) -> None:
-        self.logger = get_logger(__name__, type(self))
-        self._thread: Keeper | None = None
+        super().__init__()
         self._next_heartbeat = 0.0
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._thread = Keeper("jobs-liveness", self._beat, settings.JOBS_KEEPER_INTERVAL_S, self.logger)
-        self._thread.start()
-
-    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-
-    def _beat(self, now: float) -> None:
-        services = _services()
-        assert self._thread is not None
-        if now >= self._next_heartbeat or self._thread.healthy_since is None:
-            services.job_heartbeat(running=runtime.running())
+    def run_once(self, now: float) -> None:
+        healthy_since = self.thread.healthy_since if self.thread is not None else None
+        if now >= self._next_heartbeat or healthy_since is None:
+            services().job_heartbeat(running=runtime.running())
             self._next_heartbeat = now + settings.JOBS_HEARTBEAT_INTERVAL_S
         # After an outage, give every live worker time to heartbeat before judging leases.
-        healthy_since = self._thread.healthy_since
         if healthy_since is not None and now - healthy_since > 2 * settings.JOBS_HEARTBEAT_INTERVAL_S:
-            services.jobs_recover_orphans()
+            services().jobs_recover_orphans()

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import dramatiq
-from django.conf import settings
-from dramatiq.logging import get_logger
-
-from apps.jobs.middleware.keeper import Keeper
+from apps.jobs.middleware.keeper import KeeperMiddleware, services
 
 
-class Relay(dramatiq.Middleware):
+class Relay(KeeperMiddleware):
     """Runs the relay in every worker process, on a thread of its own (a publish may block)."""
 
-    def __init__(self) -> None:
-        self.logger = get_logger(__name__, type(self))
-        self._thread: Keeper | None = None
+    thread_name = "jobs-relay"
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._thread = Keeper("jobs-relay", self._relay, settings.JOBS_KEEPER_INTERVAL_S, self.logger)
-        self._thread.start()
-
-    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-
-    def _relay(self, now: float) -> None:
-        from apps.jobs import services  # models are not importable when middleware is built
-
-        services.jobs_relay_due()
+    def run_once(self, now: float) -> None:
+        services().jobs_relay_due()

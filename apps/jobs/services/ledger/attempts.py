@@ -1,4 +1,4 @@
-"""The only code that changes a Job's status: guarded, forward-only transitions."""
+"""An attempt in the ledger: started by a worker, then ended once, by one path, whatever the outcome."""
 
 from __future__ import annotations
 
@@ -15,117 +15,20 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apps.jobs import runtime, signals
-from apps.jobs.exceptions import InvalidTransition, JobNotFound, JobQuarantined
-from apps.jobs.models import Job, JobAttempt, JobEvent
+from apps.jobs.exceptions import JobNotFound, JobQuarantined
+from apps.jobs.models import Job, JobAttempt
 from apps.jobs.services import liveness
+from apps.jobs.services.ledger import transitions
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("apps.jobs.services.ledger")
 
 Status = Job.Status
 Outcome = JobAttempt.Outcome
 
-#: For each target status, the statuses a job may move to it from. Everything else is refused, so a
-#: late or duplicate event can never move a job backwards. Transitions that end an attempt are
-#: also fenced by the attempt number (see _transition).
-ALLOWED_FROM: dict[str, set[str]] = {
-    Status.PENDING: set(),  # only ever written by job creation
-    Status.QUEUED: {Status.PENDING},  # the publish was confirmed
-    Status.RUNNING: {Status.PENDING, Status.QUEUED, Status.RETRYING},  # a worker starts an attempt
-    # The attempt failed, was interrupted by a shutdown, or its worker was lost; another is due.
-    Status.RETRYING: {Status.RUNNING},
-    Status.SUCCEEDED: {Status.RUNNING},
-    # Retries exhausted or a permanent error; or dead-lettered before it ever started (expired).
-    Status.FAILED: {Status.RUNNING, Status.PENDING, Status.QUEUED, Status.RETRYING},
-    Status.CANCELLED: {Status.PENDING, Status.QUEUED, Status.RETRYING},
-    Status.SKIPPED: {Status.PENDING, Status.QUEUED},  # an outdated tick, before its first attempt
-}
-
-#: Longest error message kept on a job (the traceback has the rest).
-ERROR_MAX_CHARS = 2000
 #: A delivery of a retrying job this much (seconds) before its retry is due is a stale copy of an
 #: earlier attempt's message, not the retry: running it would skip the backoff. The margin covers
 #: the delay queue's one-second granularity and small clock differences between hosts.
 EARLY_DELIVERY_MARGIN_S = 3.0
-
-
-def _transition(
-    job_id: UUID | str,
-    target: str,
-    *,
-    attempt: int | None = None,
-    note: str = "",
-    **fields: Any,
-) -> Job:
-    """Move the job to `target` under a row lock, or raise InvalidTransition.
-
-    With `attempt`, the move only applies while that attempt is the job's latest one: an outcome
-    reported by a worker that lost the job to a newer attempt is refused (fencing).
-    """
-    with transaction.atomic():
-        try:
-            job = Job.objects.select_for_update().get(pk=job_id)
-        except Job.DoesNotExist:
-            raise JobNotFound(f"No job has the id {job_id}.", job_id=job_id) from None
-        if job.status not in ALLOWED_FROM[target] or (attempt is not None and job.attempts != attempt):
-            raise InvalidTransition(
-                f"Job {job_id} cannot move from {job.status} (attempt {job.attempts}) to {target}.",
-                job_id=job_id,
-                current=job.status,
-                target=target,
-            )
-        from_status = job.status
-        job.status = target
-        for name, value in fields.items():
-            setattr(job, name, value)
-        job.save(update_fields=["status", *fields, "updated_at"])
-        JobEvent.objects.create(
-            job=job,
-            from_status=from_status,
-            to_status=target,
-            attempt=job.attempts,
-            note=storable(note)[:255],
-        )
-    logger.info(
-        "Job %s %s -> %s (attempt %d).",
-        job.pk,
-        from_status,
-        target,
-        job.attempts,
-        extra={"action": f"job_{target}", "job_id": str(job.pk), "actor": job.actor_name},
-    )
-    return job
-
-
-def _try_transition(job_id: UUID | str, target: str, **kwargs: Any) -> Job | None:
-    """_transition, where a refused move is the normal answer to a late or duplicate event."""
-    try:
-        return _transition(job_id, target, **kwargs)
-    except InvalidTransition as exc:
-        # Normal under at-least-once delivery (a late confirm, a duplicate): not worth INFO per job.
-        logger.debug("%s Ignored.", exc.message, extra={"action": "job_transition_ignored"})
-        return None
-
-
-def job_create(*, status: str = Status.PENDING, note: str = "", **fields: Any) -> Job:
-    """Write a new job with its first event, in one transaction (the only way a Job row is created)."""
-    with transaction.atomic():
-        job = Job.objects.create(status=status, **fields)
-        JobEvent.objects.create(job=job, from_status="", to_status=status, note=storable(note)[:255])
-    return job
-
-
-def job_mark_queued(*, job_id: UUID | str) -> Job | None:
-    """Record that RabbitMQ confirmed the job's first message; a worker may have started it already."""
-    now = timezone.now()
-    job = _try_transition(job_id, Status.QUEUED, enqueued_at=now, relay_after=None)
-    if job is None:
-        # A worker was faster than this confirmation: keep everything else (a retry may be waiting
-        # for the relay by now), only record when the job was first queued.
-        Job.objects.filter(pk=job_id, enqueued_at__isnull=True).update(enqueued_at=now)
-    return job
-
-
-# --- a worker starts an attempt -------------------------------------------------------------------
 
 
 def job_start(*, job_id: UUID | str, redelivered: bool = False) -> Job | None:
@@ -160,7 +63,9 @@ def job_start(*, job_id: UUID | str, redelivered: bool = False) -> Job | None:
             _log_duplicate(job, f"waits for its retry at {job.next_retry_at}")
             return None
         elif _is_outdated_tick(job):
-            _transition(job.pk, Status.SKIPPED, note="outdated schedule tick", finished_at=timezone.now())
+            transitions.transition(
+                job.pk, Status.SKIPPED, note="outdated schedule tick", finished_at=timezone.now()
+            )
             return None
         if not quarantined:
             job = _attempt_begin(job, redelivered=redelivered)
@@ -177,7 +82,7 @@ def job_start(*, job_id: UUID | str, redelivered: bool = False) -> Job | None:
 
 def _attempt_begin(job: Job, *, redelivered: bool) -> Job:
     number = job.attempts + 1
-    job = _transition(
+    job = transitions.transition(
         job.pk,
         Status.RUNNING,
         attempts=number,
@@ -223,9 +128,6 @@ def _log_duplicate(job: Job, why: str) -> None:
     )
 
 
-# --- an attempt ends ------------------------------------------------------------------------------
-
-
 def _attempt_end(
     job_id: UUID | str,
     attempt: int,
@@ -245,7 +147,7 @@ def _attempt_end(
     with the fresh job once the transaction commits. Returns None when the move is refused.
     """
     with transaction.atomic():
-        job = _try_transition(job_id, target, attempt=attempt, note=note, **fields)
+        job = transitions.try_transition(job_id, target, attempt=attempt, note=note, **fields)
         if job is None:
             return None
         _attempt_close(job, outcome, error=error, traceback=traceback, message=message)
@@ -266,10 +168,10 @@ def _attempt_close(
     attempt.outcome = outcome
     if error is not None:
         attempt.error_class = f"{type(error).__module__}.{type(error).__qualname__}"
-        attempt.error_message = storable(str(error))[:ERROR_MAX_CHARS]
+        attempt.error_message = transitions.storable(str(error))[: transitions.ERROR_MAX_CHARS]
     elif message:
         attempt.error_message = message
-    attempt.traceback = storable(traceback)
+    attempt.traceback = transitions.storable(traceback)
     attempt.save(
         update_fields=["finished_at", "duration_ms", "outcome", "error_class", "error_message", "traceback"]
     )
@@ -315,8 +217,8 @@ def job_retry_scheduled(
         traceback=traceback,
         next_retry_at=retry_at,
         relay_after=relay_after or relay_time_for(retry_at),
-        last_error=_error_text(error),
-        last_traceback=storable(traceback),
+        last_error=transitions.error_text(error),
+        last_traceback=transitions.storable(traceback),
         on_commit=lambda job: signals.job_retrying.send(sender=Job, job=job, error=error, retry_at=retry_at),
     )
 
@@ -339,8 +241,8 @@ def job_fail(*, job_id: UUID | str, attempt: int, error: BaseException, tracebac
         error=error,
         traceback=traceback,
         finished_at=timezone.now(),
-        last_error=_error_text(error),
-        last_traceback=storable(traceback),
+        last_error=transitions.error_text(error),
+        last_traceback=transitions.storable(traceback),
         on_commit=lambda job: signals.job_failed.send(sender=Job, job=job),
     )
     if job is not None:
@@ -441,78 +343,11 @@ def job_recover_orphan(*, job_id: UUID | str, attempt: int) -> Job | None:
         return _worker_lost(job, "The worker stopped heartbeating.")
 
 
-# --- jobs that never start ------------------------------------------------------------------------
-
-
-def job_fail_undelivered(*, job_id: UUID | str, reason: str) -> Job | None:
-    """Record that the job's message was dead-lettered before any attempt started (e.g. too old).
-
-    Only a job that still waits for a message is failed: a late copy of a job that runs, or ran,
-    elsewhere is just a duplicate, whatever happened to it.
-    """
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status not in (Status.PENDING, Status.QUEUED, Status.RETRYING):
-            return None
-        return _transition(
-            job_id,
-            Status.FAILED,
-            note=reason,
-            finished_at=timezone.now(),
-            last_error=storable(reason)[:ERROR_MAX_CHARS],
-            relay_after=None,
-        )
-
-
-def job_skip(*, job_id: UUID | str, reason: str) -> Job | None:
-    """Record that the job was deliberately not run (an outdated schedule tick)."""
-    return _try_transition(job_id, Status.SKIPPED, note=reason, finished_at=timezone.now())
-
-
-def job_cancel(*, job_id: UUID | str) -> Job:
-    """Cancel a job that has not started; a delivery of it afterwards is dropped."""
-    return _transition(
-        job_id, Status.CANCELLED, note="cancelled", finished_at=timezone.now(), relay_after=None
-    )
-
-
-def job_record_dead_letter(
-    *, job_id: UUID | str | None, actor_name: str, queue_name: str, reason: str, payload: Any = None
-) -> Job:
-    """Show a dead-lettered message no worker could run (unknown actor, undecodable) as a failed job.
-
-    A job already in the ledger is failed only while it waits for a message (this copy was its
-    message); one that runs or ran elsewhere is left alone: this was a duplicate.
-    """
-    reason = storable(reason)
-    existing = Job.objects.filter(pk=job_id).first() if job_id else None
-    if existing is None:
-        job = job_create(
-            **({"id": job_id} if job_id else {}),
-            status=Status.FAILED,
-            note=reason,
-            actor_name=actor_name[:200],
-            queue_name=queue_name[:100],
-            args=[] if payload is None else [storable(str(payload))],
-            finished_at=timezone.now(),
-            last_error=reason[:ERROR_MAX_CHARS],
-        )
-    else:
-        job = job_fail_undelivered(job_id=existing.pk, reason=reason) or existing
-    logger.error(
-        "Dead-lettered %s: %s", job.pk, reason, extra={"action": "job_dead_lettered", "job_id": str(job.pk)}
-    )
-    return job
-
-
-# --- while it runs --------------------------------------------------------------------------------
-
-
 def job_progress_update(
     *, job_id: UUID | str, attempt: int, current: int, total: int | None, message: str
 ) -> bool:
     """Write a running job's progress; ignored once the attempt is no longer the running one."""
-    message = storable(message)[:255]
+    message = transitions.storable(message)[:255]
     updated = Job.objects.filter(pk=job_id, status=Status.RUNNING, attempts=attempt).update(
         progress_current=current,
         progress_total=total,
@@ -527,13 +362,3 @@ def job_progress_update(
             )
         )
     return bool(updated)
-
-
-def storable(text: str) -> str:
-    """`text` without NUL characters, which PostgreSQL refuses in text columns."""
-    return text.replace("\x00", "\\x00") if "\x00" in text else text
-
-
-def _error_text(error: BaseException) -> str:
-    text = storable(str(error))
-    return f"{type(error).__name__}: {text}"[:ERROR_MAX_CHARS] if text else type(error).__name__
