@@ -367,3 +367,26 @@ def test_job_fail__an_error_text_with_a_nul_character_is_stored(job_factory: Cal
     failed = services.job_fail(job_id=job.pk, attempt=1, error=ValueError("bad\x00byte"), traceback="tb\x00")
     assert failed is not None and failed.status == Status.FAILED
     assert "\x00" not in failed.last_error and "bad" in failed.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_record_dead_letter__a_row_its_producer_writes_at_the_same_moment_is_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The producer's after_enqueue records actor.send() while the worker's consumer thread
+    # dead-letters the message for an unknown actor: the second writer must fail the first's row.
+    from apps.jobs.services.ledger import transitions
+
+    job_id = "a05e16e8-1646-44ce-9cb4-231565ee415b"
+    create = transitions.job_create
+
+    def producer_wins(**fields: object) -> Job:
+        create(id=job_id, status=Status.QUEUED, actor_name="jobs.no_such_actor", queue_name="default")
+        return create(**fields)
+
+    monkeypatch.setattr(transitions, "job_create", producer_wins)
+    services.job_record_dead_letter(
+        job_id=job_id, actor_name="jobs.no_such_actor", queue_name="default", reason="No actor named it."
+    )
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Status.FAILED and "No actor named" in job.last_error

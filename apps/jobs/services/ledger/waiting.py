@@ -6,7 +6,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.jobs.models import Job
@@ -69,20 +69,24 @@ def job_record_dead_letter(
     message); one that runs or ran elsewhere is left alone: this was a duplicate.
     """
     reason = transitions.storable(reason)
-    existing = Job.objects.filter(pk=job_id).first() if job_id else None
-    if existing is None:
-        job = transitions.job_create(
-            **({"id": job_id} if job_id else {}),
-            status=Status.FAILED,
-            note=reason,
-            actor_name=actor_name[:200],
-            queue_name=queue_name[:100],
-            args=[] if payload is None else [transitions.storable(str(payload))],
-            finished_at=timezone.now(),
-            last_error=reason[: transitions.ERROR_MAX_CHARS],
-        )
-    else:
-        job = job_fail_undelivered(job_id=existing.pk, reason=reason) or existing
+    job = None
+    if not job_id or not Job.objects.filter(pk=job_id).exists():
+        try:
+            job = transitions.job_create(
+                **({"id": job_id} if job_id else {}),
+                status=Status.FAILED,
+                note=reason,
+                actor_name=actor_name[:200],
+                queue_name=queue_name[:100],
+                args=[] if payload is None else [transitions.storable(str(payload))],
+                finished_at=timezone.now(),
+                last_error=reason[: transitions.ERROR_MAX_CHARS],
+            )
+        except IntegrityError:
+            pass  # its producer recorded it a moment ago (after_enqueue races the worker's consumer)
+    if job is None:
+        assert job_id is not None, "only a row with the message's id can exist already"
+        job = job_fail_undelivered(job_id=job_id, reason=reason) or Job.objects.get(pk=job_id)
     logger.error(
         "Dead-lettered %s: %s", job.pk, reason, extra={"action": "job_dead_lettered", "job_id": str(job.pk)}
     )
