@@ -99,6 +99,10 @@ class Job(models.Model):
     trigger = GenericForeignKey("trigger_content_type", "trigger_object_id")
     #: A caller's key: a second submit with the same key returns the first job.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    #: The failed or cancelled job this one runs again (services.job_retry); its history stays there.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
     #: Set for actors declared unique: at most one active job per key.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key
 

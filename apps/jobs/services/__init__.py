@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from apps.jobs.services.ledger import (
     ALLOWED_FROM,
-    job_cancel,
     job_create,
     job_fail,
     job_fail_undelivered,
@@ -20,6 +19,7 @@ from apps.jobs.services.ledger import (
 )
 from apps.jobs.services.liveness import attempt_is_alive, job_heartbeat, jobs_recover_orphans
 from apps.jobs.services.maintenance import jobs_prune_finished
+from apps.jobs.services.operations import job_cancel, job_retry
 from apps.jobs.services.recording import job_hold_for_relay, job_record_message
 from apps.jobs.services.relay import job_relay, jobs_relay_due
 from apps.jobs.services.submission import actor_max_retries, job_message, job_publish, job_submit
@@ -43,6 +43,7 @@ __all__ = [
     "job_record_message",
     "job_recover_orphan",
     "job_relay",
+    "job_retry",
     "job_retry_scheduled",
     "job_skip",
     "job_start",

@@ -45,6 +45,7 @@ def job_submit(
     requested_by: AbstractBaseUser | None = None,
     source: str = Job.Source.CODE,
     trigger: models.Model | None = None,
+    retry_of: Job | None = None,
 ) -> Job:
     """Write a job in the caller's transaction and publish it to RabbitMQ once that commits.
 
@@ -61,9 +62,11 @@ def job_submit(
       max_backoff at most settings.RETRY_MAX_BACKOFF_MS (the longest retry wait of any job);
       time_limit and soft_time_limit from 1 ms to settings.JOBS_MAX_TIME_LIMIT_MS (under RabbitMQ's
       consumer_timeout; a soft limit at or past the hard one is allowed and means "no soft limit");
-      max_age at most
-      settings.JOBS_MAX_DELAY_MS; notify_shutdown a bool; on_success and on_failure registered actors.
+      max_age at most settings.JOBS_MAX_DELAY_MS; notify_shutdown a bool; on_success and on_failure
+      registered actors.
     - `idempotency_key` is a string of at most 255 characters without NUL; "" means no key.
+
+    `retry_of` links the new job to the failed or cancelled one it runs again (see job_retry).
     """
     broker = dramatiq.get_broker()
     actor_obj = validation.actor_get(broker, actor)
@@ -121,6 +124,11 @@ def job_submit(
     if trigger is not None:
         fields["trigger_content_type"] = ContentType.objects.get_for_model(trigger)
         fields["trigger_object_id"] = str(trigger.pk)
+    if retry_of is not None:
+        fields["retry_of"] = retry_of
+        if trigger is None:  # a retry belongs to what its first run was for
+            fields["trigger_content_type_id"] = retry_of.trigger_content_type_id
+            fields["trigger_object_id"] = retry_of.trigger_object_id
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction survives a lost race
             job = ledger.job_create(status=Job.Status.PENDING, note=source, **fields)
