@@ -69,8 +69,12 @@ def _refuse_unsendable(message: dramatiq.Message) -> None:
     """Raise in the sender for a message that could never be recorded (NUL, NaN) or published (size)."""
     from apps.jobs.services import validation  # models are not importable when the broker is built
 
-    validation.json_arguments(message.actor_name, message.args, message.kwargs)
-    validation.message_check_size(message)
+    data = message.encode()
+    # Cheap tests of the encoded body; the exact checks (and their errors) only when one may fail.
+    if b"\\u0000" in data or b"NaN" in data or b"Infinity" in data:
+        validation.json_arguments(message.actor_name, message.args, message.kwargs)
+    if len(data) > settings.JOBS_MAX_MESSAGE_BYTES:
+        validation.message_check_size(message)
 
 
 class LedgerRabbitmqBroker(LedgerBrokerMixin, RabbitmqBroker):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +100,17 @@ def durably[T](what: str, call: Callable[[], T], *, wait_s: float | None = None)
 
 
 def with_reconnect[T](call: Callable[[], T]) -> T:
-    """Run `call` from a thread that Django's request cycle never tidies (consumer threads, keepers).
+    """Run `call` from a thread that Django's request cycle never tidies (consumer threads, the
+    scheduler, keepers): on a connection error (PostgreSQL restarted) it reconnects and tries once more.
 
-    Such a thread keeps a connection broken by a PostgreSQL restart for ever unless it drops it
-    itself: broken or expired connections are closed first, and a connection error is retried once.
-    Inside a caller's transaction (actor.send() in an atomic block) the connection is the caller's
-    to manage, and `call` simply runs.
+    Such a thread would otherwise keep a broken connection for ever. The healthy case costs nothing
+    extra. Inside a caller's transaction (actor.send() in an atomic block) the connection is the
+    caller's to manage, and the error is raised.
     """
-    if any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
-        return call()
-    close_old_connections()
     try:
         return call()
     except CONNECTION_ERRORS:
+        if any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
+            raise
         connections.close_all()
         return call()

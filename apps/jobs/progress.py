@@ -20,7 +20,7 @@ def report(current: int, total: int | None = None, message: str = "") -> bool:
     running = runtime.running_job()
     if running is None:
         return False
-    check_stop()
+    _stop_if_interrupted(running)
     now = time.monotonic()
     done = total is not None and current >= total
     if not done and now - running.progress_written_at < settings.JOBS_PROGRESS_MIN_INTERVAL_S:
@@ -46,5 +46,10 @@ def check_stop() -> None:
     progress.report() calls it; call it in long loops that do not report progress.
     """
     running = runtime.running_job()
-    if running is not None and running.interrupted:
+    if running is not None:
+        _stop_if_interrupted(running)
+
+
+def _stop_if_interrupted(running: runtime.Delivery) -> None:
+    if running.interrupted:
         raise Shutdown("The worker is shutting down; the job runs again on another worker.")

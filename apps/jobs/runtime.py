@@ -103,8 +103,7 @@ def claimed_by_another_thread(job_id: UUID | str) -> bool:
 
 def running() -> list[tuple[str, int]]:
     """(job id, attempt) of every job this process runs now, for heartbeats and shutdown."""
-    with _lock:
-        return [(d.job_id, d.attempt) for d in _deliveries.values() if d.attempt is not None]
+    return [(d.job_id, d.started_attempt) for d in running_deliveries()]
 
 
 def running_deliveries() -> list[Delivery]:

@@ -66,7 +66,8 @@ class KeeperMiddleware(dramatiq.Middleware):
 
 
 def services() -> Any:
-    """apps.jobs.services, imported on first use: middleware is built before models can be imported."""
+    """apps.jobs.services, imported on first use: middleware is built while Django loads its apps,
+    before models can be imported."""
     from apps.jobs import services
 
     return services

@@ -8,7 +8,6 @@ import threading
 import time
 import traceback
 from datetime import timedelta
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import dramatiq
@@ -22,6 +21,7 @@ from dramatiq.threading import raise_thread_exception
 
 from apps.jobs import db, runtime
 from apps.jobs.exceptions import JobNotFound, JobQuarantined, ResultNotStorable, SoftTimeLimitExceeded
+from apps.jobs.middleware.keeper import services as _services
 
 if TYPE_CHECKING:
     from dramatiq.broker import MessageProxy
@@ -31,14 +31,6 @@ POSTPONE_MS = 60_000
 #: Seconds a stopping worker, at its shutdown timeout, waits for abandoned jobs to stop at a safe
 #: point, and again after interrupting them wherever they were, before recording them itself.
 INTERRUPT_GRACE_S = 1.0
-
-
-def _services() -> ModuleType:
-    # Middleware is built while Django loads its apps, before models can be imported; the services
-    # (and the models behind them) are imported on first use instead.
-    from apps.jobs import services
-
-    return services
 
 
 class LedgerMiddleware(dramatiq.Middleware):
@@ -121,26 +113,30 @@ class LedgerMiddleware(dramatiq.Middleware):
 
     def _postpone(self, broker: dramatiq.Broker, delivery: runtime.Delivery) -> NoReturn:
         """The database stayed down: put the message back for later rather than run it unrecorded."""
-        message = delivery.message
-        try:
-            with runtime.ledger_publish(message.message_id):
-                broker.enqueue(message._message.copy(), delay=POSTPONE_MS)
-        except dramatiq.errors.DramatiqError:
+        if not self._publish_copy(broker, delivery, delay=POSTPONE_MS):
             self.logger.critical(
-                "Database and broker both unavailable; message %s dead-lettered.", message.message_id
+                "Database and broker both unavailable; message %s dead-lettered.", delivery.job_id
             )
             self._skip(delivery, "The ledger and the broker are unavailable.", dead_letter=True)
         self._skip(delivery, "The ledger is unavailable; the message was postponed.")
 
     def _hand_back(self, broker: dramatiq.Broker, delivery: runtime.Delivery) -> None:
         """Publish a copy of the message for another worker, then drop this delivery (if that worked)."""
+        if self._publish_copy(broker, delivery):
+            self._skip(delivery, "The worker is shutting down; the message was handed back.")
+        # else RabbitMQ is unreachable too: run it here rather than risk losing it
+
+    def _publish_copy(
+        self, broker: dramatiq.Broker, delivery: runtime.Delivery, *, delay: int | None = None
+    ) -> bool:
+        """Publish a copy of the delivered message as the ledger's own publish; False if RabbitMQ refused."""
         message = delivery.message
         try:
             with runtime.ledger_publish(message.message_id):
-                broker.enqueue(message._message.copy())
+                broker.enqueue(message._message.copy(), delay=delay)
         except dramatiq.errors.DramatiqError:
-            return  # RabbitMQ is unreachable too: run it here rather than risk losing it
-        self._skip(delivery, "The worker is shutting down; the message was handed back.")
+            return False
+        return True
 
     def _record_refused(self, message: MessageProxy, error: Exception) -> None:
         """Show a message the ledger could not start as a failed job, where the database allows."""

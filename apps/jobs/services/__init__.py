@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from apps.jobs.services.ledger import (
     ALLOWED_FROM,
+    job_cancel,
     job_create,
     job_fail,
     job_fail_undelivered,
@@ -19,7 +20,7 @@ from apps.jobs.services.ledger import (
 )
 from apps.jobs.services.liveness import attempt_is_alive, job_heartbeat, jobs_recover_orphans
 from apps.jobs.services.maintenance import jobs_prune_finished
-from apps.jobs.services.operations import job_cancel, job_retry
+from apps.jobs.services.operations import job_retry
 from apps.jobs.services.recording import job_hold_for_relay, job_record_message
 from apps.jobs.services.relay import job_relay, jobs_relay_due
 from apps.jobs.services.submission import actor_max_retries, job_message, job_publish, job_submit

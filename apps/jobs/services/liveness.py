@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.db.models.functions import Now
 
 from apps.jobs import runtime
@@ -47,12 +47,17 @@ def attempt_is_alive(job: Job) -> bool:
     otherwise a worker on this host is asked for by pid and start time (a reused pid is another
     process), and one on another host is trusted while its lease lasts.
     """
-    attempt = job.attempt_set.filter(number=job.attempts).only("worker_id").first()
+    attempt = (
+        job.attempt_set.filter(number=job.attempts)
+        .annotate(lease_fresh=Exists(Job.objects.filter(pk=job.pk, heartbeat_at__gte=_lease_start())))
+        .only("worker_id")
+        .first()
+    )
     if attempt is None:
         return False
     if runtime.is_this_process(attempt.worker_id):
         return runtime.claimed_by_another_thread(job.pk)
-    if not Job.objects.filter(pk=job.pk, heartbeat_at__gte=_lease_start()).exists():
+    if not attempt.lease_fresh:
         return False
     alive = runtime.process_is_alive(attempt.worker_id)
     return True if alive is None else alive

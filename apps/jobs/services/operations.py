@@ -11,7 +11,7 @@ from django.db import transaction
 
 from apps.jobs.exceptions import InvalidTransition, JobNotFound
 from apps.jobs.models import Job
-from apps.jobs.services import ledger, submission, validation
+from apps.jobs.services import submission, validation
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -73,15 +73,3 @@ def job_retry(
         extra={"action": "job_retried", "job_id": str(job.pk), "retry_id": str(retry.pk)},
     )
     return retry
-
-
-def job_cancel(*, job_id: UUID | str) -> Job:
-    """Cancel a job that has not started (pending, queued or retrying): it never runs.
-
-    Its message may be in RabbitMQ already: a worker that receives it drops it, as the job is final.
-    Raises JobNotFound, or InvalidTransition for a job that runs or has finished.
-    """
-    try:
-        return ledger.job_cancel(job_id=job_id)
-    except (ValidationError, ValueError):
-        raise JobNotFound(f"No job has the id {job_id}.", job_id=str(job_id)) from None

@@ -62,9 +62,10 @@ def job_hold_for_relay(*, message: dramatiq.Message, delay_ms: int | None) -> Jo
     due = timezone.now() + timedelta(milliseconds=delay_ms or 0)
     relay_after = due - timedelta(milliseconds=settings.JOBS_MAX_BROKER_DELAY_MS) if delay_ms else due
     job = job_record_message(message=message, status=Job.Status.PENDING, relay_after=relay_after)
+    updates: dict[str, Any] = {"relay_after": relay_after}
     if job.status == Job.Status.PENDING and job.scheduled_at is None and delay_ms:
-        Job.objects.filter(pk=job.pk).update(scheduled_at=due)
-    Job.objects.filter(pk=job.pk, status__in=RELAYABLE).update(relay_after=relay_after)
+        updates["scheduled_at"] = due
+    Job.objects.filter(pk=job.pk, status__in=RELAYABLE).update(**updates)
     logger.warning(
         "Job %s is held in the ledger; the relay publishes it at %s.",
         job.pk,

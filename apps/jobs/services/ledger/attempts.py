@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,7 +96,7 @@ def _attempt_begin(job: Job, *, redelivered: bool) -> Job:
         job=job,
         number=number,
         worker_host=runtime.HOSTNAME,
-        worker_pid=int(runtime.worker_id().split(":")[2]),
+        worker_pid=os.getpid(),
         worker_id=runtime.worker_id(),
         started_at=timezone.now(),
         redelivered=redelivered,

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.jobs.exceptions import InvalidTransition, JobNotFound
@@ -48,8 +49,8 @@ def transition(
     with transaction.atomic():
         try:
             job = Job.objects.select_for_update().get(pk=job_id)
-        except Job.DoesNotExist:
-            raise JobNotFound(f"No job has the id {job_id}.", job_id=job_id) from None
+        except (Job.DoesNotExist, ValidationError, ValueError):
+            raise JobNotFound(f"No job has the id {job_id}.", job_id=str(job_id)) from None
         if job.status not in ALLOWED_FROM[target] or (attempt is not None and job.attempts != attempt):
             raise InvalidTransition(
                 f"Job {job_id} cannot move from {job.status} (attempt {job.attempts}) to {target}.",

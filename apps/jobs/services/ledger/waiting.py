@@ -54,7 +54,11 @@ def job_skip(*, job_id: UUID | str, reason: str) -> Job | None:
 
 
 def job_cancel(*, job_id: UUID | str) -> Job:
-    """Cancel a job that has not started; a delivery of it afterwards is dropped."""
+    """Cancel a job that has not started (pending, queued or retrying): it never runs.
+
+    Its message may be in RabbitMQ already: a worker that receives it drops it, as the job is final.
+    Raises JobNotFound, or InvalidTransition for a job that runs or has finished.
+    """
     return transitions.transition(
         job_id, Status.CANCELLED, note="cancelled", finished_at=timezone.now(), relay_after=None
     )
