@@ -10,7 +10,7 @@ setup:  ## Create .venv with the dependencies and start RabbitMQ/PostgreSQL if t
 run:  ## Set up and run web + worker + scheduler with demo jobs
 	scripts/run
 
-test:  ## Set up and run the whole test suite (lint, unit, e2e, integration, chaos)
+test:  ## Set up and run the whole test suite (lint, unit, e2e, integration, api, chaos)
 	scripts/test
 
 chaos:  ## Run only the chaos suite (stops and restarts the local RabbitMQ and PostgreSQL)

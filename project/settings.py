@@ -46,6 +46,12 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    # Swagger UI's assets, served by this project (no CDN).
+    "drf_spectacular_sidecar",
     "project.broker.BrokerConfig",
     "apps.jobs.apps.JobsConfig",
     "apps.workloads.apps.WorkloadsConfig",
@@ -53,6 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "apps.jobs.api.middleware.RequireContentLength",
     # Serves the admin's static files from gunicorn, compressed and cached.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -64,7 +71,12 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "project.urls"
+# Pages that need a signed-in user (a report's download) send visitors to the admin's login.
+LOGIN_URL = "admin:login"
 WSGI_APPLICATION = "project.wsgi.application"
+# Web is served over ASGI (gunicorn with uvicorn workers): a job's event stream waits on the event
+# loop, so open streams do not hold a thread or a database connection each.
+ASGI_APPLICATION = "project.asgi.application"
 
 TEMPLATES = [
     {
@@ -89,6 +101,25 @@ DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 # Health checks make the first query after a database restart reconnect instead of failing.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+#: A pool of PostgreSQL connections shared by the threads of a process; the ASGI web process turns it on
+#: (project/asgi.py). There each request runs on a thread of its own, and a connection kept per thread
+#: would be left open by every request: the pool hands connections back instead.
+DB_POOL = env.bool("DB_POOL", default=False)
+if DB_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    from psycopg_pool import ConnectionPool
+
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # a connection goes back to the pool after each request
+    DATABASES["default"]["OPTIONS"] = {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "pool": {
+            "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+            # Seconds a request waits for a free connection before failing.
+            "timeout": env.float("DB_POOL_TIMEOUT_S", default=10.0),
+            # A connection the database dropped (a restart) is replaced, not handed out.
+            "check": ConnectionPool.check_connection,
+        },
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded demo database is shared by web, worker and scheduler processes: WAL lets readers
     # run beside the writer, IMMEDIATE takes the write lock up front (no upgrade deadlocks) and the
@@ -252,6 +283,45 @@ SYNC_SOURCE_URL = env.str("SYNC_SOURCE_URL", default="http://127.0.0.1:8000/demo
 #: Seconds to connect and to read for sync_external_data.
 SYNC_CONNECT_TIMEOUT_S = env.float("SYNC_CONNECT_TIMEOUT_S", default=3.0)
 SYNC_READ_TIMEOUT_S = env.float("SYNC_READ_TIMEOUT_S", default=15.0)
+
+# --- REST API ---------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes an unauthenticated request a 401, not a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["apps.jobs.api.parsers.JSONBodyParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apps.jobs.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        # Submissions (POST that create jobs) per user; reads are not throttled.
+        "submit": env.str("JOBS_API_SUBMIT_RATE", default="600/minute"),
+    },
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+#: Largest request body (bytes) the API parses; larger answers 413.
+JOBS_API_MAX_BODY_BYTES = env.int("JOBS_API_MAX_BODY_BYTES", default=1024 * 1024)
+#: Deepest nesting of lists and objects an API body may have; deeper answers 400.
+JOBS_API_MAX_JSON_DEPTH = env.int("JOBS_API_MAX_JSON_DEPTH", default=32)
+#: Seconds between two reads of the ledger for the open event streams of one web process.
+JOBS_API_EVENTS_POLL_S = env.float("JOBS_API_EVENTS_POLL_S", default=0.5)
+#: Seconds between keep-alive comments on an idle event stream (proxies close silent connections).
+JOBS_API_EVENTS_KEEPALIVE_S = env.float("JOBS_API_EVENTS_KEEPALIVE_S", default=15.0)
+#: Hours an Idempotency-Key is remembered.
+JOBS_API_IDEMPOTENCY_HOURS = env.int("JOBS_API_IDEMPOTENCY_HOURS", default=24)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Jobs API",
+    "DESCRIPTION": "Submit background jobs, follow their status and progress, retry and cancel them.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # --- Logging ------------------------------------------------------------------------------------------
 

@@ -46,6 +46,10 @@ class JobQuarantined(JobsError):
     """The job's worker died on its last allowed attempt; it was failed instead of run again."""
 
 
+class BrokerUnavailable(JobsError):
+    """RabbitMQ cannot be reached."""
+
+
 class PermanentFailure(JobsError):
     """The job failed in a way that retrying cannot fix."""
 

@@ -111,8 +111,11 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["status", "-created_at"], name="job_status_created"),
             models.Index(fields=["actor_name", "-created_at"], name="job_actor_created"),
-            models.Index(fields=["queue_name", "status"], name="job_queue_status"),
+            # A queue's jobs in some statuses, newest first (and the queues' running counts).
+            models.Index(fields=["queue_name", "status", "-created_at"], name="job_queue_status_created"),
             models.Index(fields=["-created_at"], name="job_created"),
+            # A user's own jobs, newest first: the API's listing for everyone but operators.
+            models.Index(fields=["requested_by", "-created_at"], name="job_requester_created"),
             models.Index(fields=["finished_at"], name="job_finished"),
             models.Index(fields=["trigger_content_type", "trigger_object_id"], name="job_trigger"),
             models.Index(
@@ -128,6 +131,10 @@ class Job(models.Model):
                 condition=Q(status__in=["pending", "queued", "running", "retrying"]),
                 name="job_unique_key_while_active",
             ),
+        ]
+        permissions = [
+            ("retry_job", "Can retry any user's failed or cancelled jobs"),
+            ("cancel_job", "Can cancel any user's waiting jobs"),
         ]
 
     def __str__(self) -> str:
@@ -213,3 +220,29 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}: {self.from_status} -> {self.to_status}"
+
+
+class IdempotentRequest(models.Model):
+    """A POST sent with an Idempotency-Key: a repeat of it is answered with the first answer.
+
+    Kept per user and key for settings.JOBS_API_IDEMPOTENCY_HOURS; only successful answers are
+    kept, so a request refused for bad input can be corrected and sent again under the same key.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    #: SHA-256 of the method, path and canonical JSON body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    response_location = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotent_request_user_key"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotent_request_created")]
+
+    def __str__(self) -> str:
+        return f"{self.key} of user {self.user_id}"

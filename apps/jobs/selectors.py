@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
@@ -26,3 +27,17 @@ def job_attempts(*, job: Job) -> QuerySet[JobAttempt]:
 def job_list() -> QuerySet[Job]:
     """Jobs for listings: the columns operators scan, without the large JSON ones."""
     return Job.objects.select_related("requested_by").defer("args", "kwargs", "result", "last_traceback")
+
+
+def user_sees_all_jobs(user: Any) -> bool:
+    """Operators (the jobs.view_job permission) see every job; other users only their own."""
+    return bool(user.is_authenticated and user.has_perm("jobs.view_job"))
+
+
+def jobs_visible_to(user: Any) -> QuerySet[Job]:
+    """The jobs `user` may see: every job for operators, else the jobs they submitted."""
+    if user_sees_all_jobs(user):
+        return Job.objects.all()
+    if not user.is_authenticated:
+        return Job.objects.none()
+    return Job.objects.filter(requested_by=user)

@@ -1,4 +1,4 @@
-"""URLs of the jobs app."""
+"""URLs of the jobs app outside the API: the health checks."""
 
 from __future__ import annotations
 
@@ -10,4 +10,5 @@ app_name = "jobs"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
 ]

@@ -14,6 +14,7 @@ class WorkloadsConfig(AppConfig):
     def ready(self) -> None:
         # Every process (web, commands, workers) declares the actors, so job_submit can check names
         # and queues, and messages sent from here carry the actors' options.
-        from apps.workloads import actors, schedules, triggers  # noqa: F401
+        from apps.workloads import actors, api, schedules, triggers  # noqa: F401
 
         triggers.connect()
+        api.register()

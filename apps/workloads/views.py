@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from django.contrib.admin.views.decorators import staff_member_required
-from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 
-from apps.workloads.models import Report
+from apps.workloads import selectors
+from apps.workloads.api.reports import report_file_response
 
 
-@staff_member_required
+@login_required
 def report_download(request: HttpRequest, report_id: int) -> FileResponse:
-    report = get_object_or_404(Report, pk=report_id)
-    name = report.file.name  # an unbuilt report's file has no name (and is falsy)
-    if not name:
-        raise Http404("This report has not been built yet.")
-    return FileResponse(
-        report.file.open("rb"),
-        as_attachment=True,
-        filename=name.rsplit("/", 1)[-1],
-        content_type="text/csv",
-    )
+    """The report's CSV, for its creator or a user with the permission to view reports (else 404)."""
+    return report_file_response(get_object_or_404(selectors.reports_visible_to(request.user), pk=report_id))
 
 
 def demo_external_records(request: HttpRequest) -> JsonResponse:

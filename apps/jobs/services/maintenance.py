@@ -1,4 +1,4 @@
-"""Housekeeping of the ledger: its retention."""
+"""Housekeeping of the ledger: its retention, and the API's remembered Idempotency-Keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from apps.jobs.models import Job
+from apps.jobs.models import IdempotentRequest, Job
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ def jobs_prune_finished(
     counts = {
         "finished": _delete_in_batches(status__in=done, finished_at__lt=now - retention),
         "failed": _delete_in_batches(status=Job.Status.FAILED, finished_at__lt=now - failed_retention),
+        "idempotency_keys": IdempotentRequest.objects.filter(
+            created_at__lt=now - timedelta(hours=settings.JOBS_API_IDEMPOTENCY_HOURS)
+        ).delete()[0],
     }
     logger.info("Pruned jobs: %s.", counts, extra={"action": "jobs_pruned"})
     return counts

@@ -29,6 +29,9 @@ def job_retry(
 
     Raises JobNotFound, or InvalidTransition when the job is not failed or cancelled, or was already
     retried by a job that has not finished yet (retrying twice would run it twice).
+
+    The new job belongs to the user who submitted the first one, so they can follow it; an operator
+    retrying someone else's job is named in the log. A job nobody submitted goes to `requested_by`.
     """
     with transaction.atomic():
         try:
@@ -62,7 +65,7 @@ def job_retry(
                 for key, value in job.options.items()
                 if key in validation.SUBMIT_OPTIONS and value is not None
             },
-            requested_by=requested_by,
+            requested_by=job.requested_by or requested_by,
             source=source,
             retry_of=job,
         )
@@ -70,6 +73,11 @@ def job_retry(
         "Job %s retried as job %s.",
         job.pk,
         retry.pk,
-        extra={"action": "job_retried", "job_id": str(job.pk), "retry_id": str(retry.pk)},
+        extra={
+            "action": "job_retried",
+            "job_id": str(job.pk),
+            "retry_id": str(retry.pk),
+            "operator": getattr(requested_by, "username", None),
+        },
     )
     return retry

@@ -73,7 +73,9 @@ def job_submit(
     queue_name = queue or actor_obj.queue_name
     if queue_name not in broker.get_declared_queues():
         known = ", ".join(sorted(broker.get_declared_queues()))
-        raise UnknownQueue(f"Unknown queue {queue_name!r}; known queues: {known}.", queue=queue_name)
+        raise UnknownQueue(
+            f"Unknown queue {queue_name!r}; known queues: {known}.", queue=queue_name, field="queue"
+        )
     args, kwargs = validation.json_arguments(actor_obj.actor_name, args, kwargs or {})
     options = validation.valid_options(actor_obj, {} if options is None else options)
     priority = validation.valid_priority(priority)

@@ -6,7 +6,12 @@ from apps.workloads.services.batch import BATCH_OPERATIONS, batch_process
 from apps.workloads.services.email import email_send
 from apps.workloads.services.maintenance import sessions_clear_expired
 from apps.workloads.services.probe import probe_run_record
-from apps.workloads.services.reports import report_build, report_create_daily, report_day_for_tick
+from apps.workloads.services.reports import (
+    report_build,
+    report_create_daily,
+    report_day_for_tick,
+    report_request,
+)
 from apps.workloads.services.sync import external_records_sync
 
 __all__ = [
@@ -18,5 +23,6 @@ __all__ = [
     "report_build",
     "report_create_daily",
     "report_day_for_tick",
+    "report_request",
     "sessions_clear_expired",
 ]

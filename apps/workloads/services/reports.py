@@ -34,6 +34,8 @@ def _jobs_rows(filters: dict[str, Any]) -> tuple[models.QuerySet, list[str], Cal
         queryset = queryset.filter(status=filters["status"])
     if filters.get("actor_name"):
         queryset = queryset.filter(actor_name=filters["actor_name"])
+    if filters.get("requested_by"):
+        queryset = queryset.filter(requested_by_id=filters["requested_by"])
     columns = [
         "id",
         "actor",
@@ -141,6 +143,17 @@ def report_build(*, report: Report, progress: ProgressCallback | None = None) ->
     report.save(update_fields=["file", "row_count", "finished_at"])
     logger.info("Report %s built: %d rows.", report.pk, written, extra={"action": "report_built"})
     return written
+
+
+def report_request(*, type: str, filters: dict[str, Any], created_by: Any) -> Report:
+    """A new report for `created_by`; saving it submits its build job (triggers.py), after commit.
+
+    A jobs report lists only the creator's own jobs unless they may see every job (jobs.view_job),
+    as the API's job list does.
+    """
+    if type == Report.Type.JOBS and not created_by.has_perm("jobs.view_job"):
+        filters = {**filters, "requested_by": created_by.pk}
+    return Report.objects.create(type=type, filters=filters, created_by=created_by)
 
 
 def report_day_for_tick(*, scheduled_at: str | None) -> dt.date:

@@ -53,14 +53,20 @@ def job_skip(*, job_id: UUID | str, reason: str) -> Job | None:
     return transitions.try_transition(job_id, Status.SKIPPED, note=reason, finished_at=timezone.now())
 
 
-def job_cancel(*, job_id: UUID | str) -> Job:
+def job_cancel(*, job_id: UUID | str, requested_by: Any = None) -> Job:
     """Cancel a job that has not started (pending, queued or retrying): it never runs.
 
     Its message may be in RabbitMQ already: a worker that receives it drops it, as the job is final.
-    Raises JobNotFound, or InvalidTransition for a job that runs or has finished.
+    Raises JobNotFound, or InvalidTransition for a job that runs or has finished. Who cancelled it
+    is kept in the event's note.
     """
+    who = getattr(requested_by, "username", "") if requested_by is not None else ""
     return transitions.transition(
-        job_id, Status.CANCELLED, note="cancelled", finished_at=timezone.now(), relay_after=None
+        job_id,
+        Status.CANCELLED,
+        note=f"cancelled by {who}" if who else "cancelled",
+        finished_at=timezone.now(),
+        relay_after=None,
     )
 
 

@@ -1,0 +1,105 @@
+"""What RabbitMQ and the ledger say about each queue: depths for the API, the console and /readyz."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dramatiq
+import pika
+import pika.exceptions
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from apps.jobs.exceptions import BrokerUnavailable
+from apps.jobs.models import Job
+
+#: Seconds to wait for RabbitMQ before calling it unreachable (a web request is waiting).
+CONNECT_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    name: str
+    #: RabbitMQ's counts are None when it does not have the queue yet (no worker declared it).
+    ready: int | None
+    delayed: int
+    dead: int | None
+    consumers: int | None
+    running: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _connection() -> pika.BlockingConnection:
+    parameters = pika.URLParameters(settings.RABBITMQ_URL)
+    parameters.socket_timeout = CONNECT_TIMEOUT_S
+    parameters.blocked_connection_timeout = CONNECT_TIMEOUT_S
+    parameters.connection_attempts = 1
+    try:
+        return pika.BlockingConnection(parameters)
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerUnavailable(f"RabbitMQ is unreachable: {exc!r}") from exc
+
+
+def _count_per_queue(jobs: QuerySet[Job]) -> dict[str, int]:
+    return dict(jobs.values_list("queue_name").annotate(count=Count("pk")).values_list("queue_name", "count"))
+
+
+def broker_check() -> None:
+    """Raise BrokerUnavailable unless RabbitMQ accepts a connection."""
+    _connection().close()
+
+
+def queue_names() -> list[str]:
+    """The queues the actors declared (not their .DQ and .XQ companions)."""
+    return sorted(name for name in dramatiq.get_broker().get_declared_queues() if "." not in name)
+
+
+def queue_depths() -> list[QueueDepth]:
+    """Per queue: ready and dead messages and consumers in RabbitMQ; delayed and running jobs in the ledger.
+
+    Delayed jobs are counted in the ledger because RabbitMQ cannot say: a worker takes a delayed
+    message from .DQ at once and holds it unacknowledged until it is due (and delays past
+    JOBS_MAX_BROKER_DELAY_MS wait in the ledger, not in RabbitMQ). Each queue is read with a passive
+    declare, which never creates one. Raises BrokerUnavailable.
+    """
+    running = _count_per_queue(Job.objects.filter(status=Job.Status.RUNNING))
+    now = timezone.now()
+    delayed = _count_per_queue(
+        Job.objects.filter(status__in=(Job.Status.PENDING, Job.Status.QUEUED, Job.Status.RETRYING)).filter(
+            Q(scheduled_at__gt=now) | Q(next_retry_at__gt=now)
+        )
+    )
+    connection = _connection()
+    try:
+        channel = connection.channel()
+        depths = []
+        for name in queue_names():
+            counts: dict[str, tuple[int, int] | None] = {}
+            for suffix in ("", ".XQ"):
+                try:
+                    declared = channel.queue_declare(queue=name + suffix, passive=True).method
+                    counts[suffix] = (declared.message_count, declared.consumer_count)
+                except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
+                    counts[suffix] = None
+                    channel = connection.channel()
+            main, dead = counts[""], counts[".XQ"]
+            depths.append(
+                QueueDepth(
+                    name=name,
+                    ready=main[0] if main else None,
+                    delayed=delayed.get(name, 0),
+                    dead=dead[0] if dead else None,
+                    consumers=main[1] if main else None,
+                    running=running.get(name, 0),
+                )
+            )
+        return depths
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerUnavailable(f"RabbitMQ failed while reading the queues: {exc!r}") from exc
+    finally:
+        if connection.is_open:
+            connection.close()
