@@ -312,6 +312,8 @@ JOBS_API_EVENTS_POLL_S = env.float("JOBS_API_EVENTS_POLL_S", default=0.5)
 JOBS_API_EVENTS_KEEPALIVE_S = env.float("JOBS_API_EVENTS_KEEPALIVE_S", default=15.0)
 #: Hours an Idempotency-Key is remembered.
 JOBS_API_IDEMPOTENCY_HOURS = env.int("JOBS_API_IDEMPOTENCY_HOURS", default=24)
+#: When set, /metrics answers only scrapers sending "Authorization: Bearer <this token>".
+JOBS_METRICS_TOKEN = env.str("JOBS_METRICS_TOKEN", default="")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jobs API",
     "DESCRIPTION": "Submit background jobs, follow their status and progress, retry and cancel them.",

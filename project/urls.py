@@ -27,6 +27,7 @@ api: list[URLPattern | URLResolver] = [
 ]
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("admin/console/", include("apps.jobs.admin.urls")),
     path("admin/", admin.site.urls),
     path("api/", include((api, "api"))),
     path("", include("apps.jobs.urls")),

@@ -135,6 +135,8 @@ class Job(models.Model):
         permissions = [
             ("retry_job", "Can retry any user's failed or cancelled jobs"),
             ("cancel_job", "Can cancel any user's waiting jobs"),
+            ("requeue_dead_letters", "Can requeue dead-lettered messages"),
+            ("purge_dead_letters", "Can purge dead-letter queues"),
         ]
 
     def __str__(self) -> str:
@@ -246,3 +248,27 @@ class IdempotentRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} of user {self.user_id}"
+
+
+class Worker(models.Model):
+    """A worker process, as its last heartbeat described it: the console's list of workers."""
+
+    #: The process as host:boot:pid:start time (runtime.worker_id).
+    worker_id = models.CharField(max_length=255, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    threads = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    #: Jobs the process was running at its last heartbeat.
+    jobs_in_progress = models.PositiveIntegerField(default=0)
+    #: Set when the process stopped cleanly; a worker that vanished without it died.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "pid"]
+        indexes = [models.Index(fields=["-last_seen_at"], name="worker_last_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}"

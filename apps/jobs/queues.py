@@ -33,7 +33,8 @@ class QueueDepth:
         return asdict(self)
 
 
-def _connection() -> pika.BlockingConnection:
+def broker_connection() -> pika.BlockingConnection:
+    """A short-lived connection for a web request (the caller closes it); BrokerUnavailable if none."""
     parameters = pika.URLParameters(settings.RABBITMQ_URL)
     parameters.socket_timeout = CONNECT_TIMEOUT_S
     parameters.blocked_connection_timeout = CONNECT_TIMEOUT_S
@@ -50,7 +51,7 @@ def _count_per_queue(jobs: QuerySet[Job]) -> dict[str, int]:
 
 def broker_check() -> None:
     """Raise BrokerUnavailable unless RabbitMQ accepts a connection."""
-    _connection().close()
+    broker_connection().close()
 
 
 def queue_names() -> list[str]:
@@ -73,7 +74,7 @@ def queue_depths() -> list[QueueDepth]:
             Q(scheduled_at__gt=now) | Q(next_retry_at__gt=now)
         )
     )
-    connection = _connection()
+    connection = broker_connection()
     try:
         channel = connection.channel()
         depths = []

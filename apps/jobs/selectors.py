@@ -41,3 +41,12 @@ def jobs_visible_to(user: Any) -> QuerySet[Job]:
     if not user.is_authenticated:
         return Job.objects.none()
     return Job.objects.filter(requested_by=user)
+
+
+def jobs_triggered_by(obj: Any) -> QuerySet[Job]:
+    """The jobs whose trigger is `obj` (a model instance), newest first."""
+    from django.contrib.contenttypes.models import ContentType
+
+    return Job.objects.filter(
+        trigger_content_type=ContentType.objects.get_for_model(obj), trigger_object_id=str(obj.pk)
+    ).order_by("-created_at")

@@ -8,13 +8,13 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from apps.jobs.admin import status_badge
+from apps.jobs.admin import TriggeredJobsMixin, status_badge
 from apps.workloads import selectors
 from apps.workloads.models import BatchItemResult, ExternalRecord, Report
 
 
 @admin.register(Report)
-class ReportAdmin(admin.ModelAdmin):
+class ReportAdmin(TriggeredJobsMixin, admin.ModelAdmin):
     list_display = ["__str__", "type", "row_count", "job_status", "created_at", "finished_at", "download"]
     list_filter = ["type"]
     fields = [

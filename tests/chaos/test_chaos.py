@@ -66,7 +66,9 @@ def test_kill_9_of_a_worker_mid_job(workers: list[WorkerProcess]) -> None:
 def test_rabbitmq_stop_app_start_app_with_1000_jobs_in_flight(
     workers: list[WorkerProcess], rabbit: Rabbit
 ) -> None:
-    ids = submit_probes(1000, sleep_ms=50)
+    # 250 ms each: 16 worker threads need ~16 s for them all, so most are still in flight when the
+    # outage starts, however fast the after-commit publish of the 1000 messages went.
+    ids = submit_probes(1000, sleep_ms=250)
     rabbit.stop_app()
     in_flight = Job.objects.filter(pk__in=ids).exclude(status__in=Job.FINAL_STATUSES).count()
     assert in_flight > 100, "the outage should hit jobs in flight"

@@ -150,7 +150,7 @@ def test_job_detail__shows_the_job_its_attempts_and_history_read_only(
     attempts = admin_page.locator("#attempt_set-group tbody tr.has_original")
     expect(attempts).to_have_count(2)
     expect(attempts.nth(0).locator("td.field-outcome")).to_have_text("Failed, retried")
-    expect(attempts.nth(0).locator("td.field-error_message")).to_have_text("upstream timed out")
+    expect(attempts.nth(0).locator("td.field-error")).to_have_text("ConnectionError: upstream timed out")
     expect(attempts.nth(0).locator("td.field-worker_host")).to_have_text("worker-a")
     expect(attempts.nth(1).locator("td.field-outcome")).to_have_text("Succeeded")
     # ... and its status history, in order
@@ -181,8 +181,8 @@ def test_job_detail__names_a_trigger_without_an_admin_page(
         # When an operator opens the job, then the page names the trigger, unlinked
         response = admin_page.goto(job_change_url(job))
         assert response is not None and response.status == 200
-        trigger = admin_page.locator(".field-trigger_link .readonly")
-        expect(trigger).to_have_text(label)
+        trigger = admin_page.locator(".field-related_links .readonly")
+        expect(trigger).to_have_text(f"triggered by {label}")
         expect(trigger.locator("a")).to_have_count(0)
 
 
@@ -218,7 +218,7 @@ def test_report_add__saving_creates_the_report_and_links_the_job_it_started(
 
     # And the job's page links back to the report that started it
     job_field.get_by_role("link").click()
-    expect(admin_page.locator(".field-trigger_link a")).to_have_attribute(
+    expect(admin_page.locator(".field-related_links a").first).to_have_attribute(
         "href", f"/admin/workloads/report/{report.pk}/change/"
     )
 
@@ -239,8 +239,8 @@ def test_job_detail__escapes_html_in_the_error_and_arguments(
 
     # When an operator opens its page, then the markup shows as text and never runs
     admin_page.goto(job_change_url(job))
-    expect(admin_page.locator(".field-last_error .readonly")).to_have_text(XSS)
-    expect(admin_page.locator(".field-last_traceback .readonly")).to_have_text(XSS)
+    expect(admin_page.locator(".field-error_display .readonly")).to_have_text(XSS)
+    expect(admin_page.locator(".field-traceback_display .readonly")).to_have_text(XSS)
     expect(admin_page.locator(".field-args_display pre")).to_contain_text(f'"{XSS}"')
     expect(admin_page.locator(".field-kwargs_display pre")).to_contain_text(f'"note": "{XSS}"')
     assert_no_injected_script(admin_page)

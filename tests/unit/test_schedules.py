@@ -46,7 +46,7 @@ def test_prune_finished_jobs__deletes_old_finished_jobs_and_keeps_young_failed_o
 
     # Then only finished jobs past their retention are gone
     assert job.status == Status.SUCCEEDED
-    assert job.result == {"finished": 3, "failed": 1, "idempotency_keys": 0}
+    assert job.result == {"finished": 3, "failed": 1, "idempotency_keys": 0, "workers": 0}
     remaining = set(Job.objects.values_list("pk", flat=True))
     assert remaining == {
         young_succeeded.pk,

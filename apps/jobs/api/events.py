@@ -165,6 +165,9 @@ class _Reader:
                 jobs, events = await loop.run_in_executor(self.thread, _read, since)
             except DatabaseError as exc:
                 logger.warning("Cannot read job events (%s); retrying.", exc)
+            except Exception:
+                # Anything else too: if this loop ended, every open stream would get keep-alives forever.
+                logger.exception("Reading job events failed; retrying.")
             else:
                 for stream in streams:
                     if not stream.ended:

@@ -19,14 +19,15 @@ from apps.jobs.services.ledger import (
     job_succeed,
 )
 from apps.jobs.services.liveness import attempt_is_alive, job_heartbeat, jobs_recover_orphans
-from apps.jobs.services.maintenance import jobs_prune_finished
-from apps.jobs.services.operations import job_retry
+from apps.jobs.services.maintenance import jobs_delete_finished_before, jobs_prune_finished
+from apps.jobs.services.operations import BulkOutcome, job_retry, job_run_again, jobs_cancel, jobs_retry
 from apps.jobs.services.recording import job_hold_for_relay, job_record_message
 from apps.jobs.services.relay import job_relay, jobs_relay_due
 from apps.jobs.services.submission import actor_max_retries, job_message, job_publish, job_submit
 
 __all__ = [
     "ALLOWED_FROM",
+    "BulkOutcome",
     "actor_max_retries",
     "attempt_is_alive",
     "job_cancel",
@@ -46,11 +47,15 @@ __all__ = [
     "job_relay",
     "job_retry",
     "job_retry_scheduled",
+    "job_run_again",
     "job_skip",
     "job_start",
     "job_submit",
     "job_succeed",
+    "jobs_cancel",
+    "jobs_delete_finished_before",
     "jobs_prune_finished",
     "jobs_recover_orphans",
     "jobs_relay_due",
+    "jobs_retry",
 ]

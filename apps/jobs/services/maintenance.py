@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from apps.jobs.models import IdempotentRequest, Job
+from apps.jobs.services import workers
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,17 @@ def jobs_prune_finished(
         "idempotency_keys": IdempotentRequest.objects.filter(
             created_at__lt=now - timedelta(hours=settings.JOBS_API_IDEMPOTENCY_HOURS)
         ).delete()[0],
+        "workers": workers.workers_prune(),
     }
     logger.info("Pruned jobs: %s.", counts, extra={"action": "jobs_pruned"})
     return counts
+
+
+def jobs_delete_finished_before(*, before: datetime) -> int:
+    """Delete the jobs that finished (any final status) before `before`; active jobs are never deleted."""
+    deleted = _delete_in_batches(status__in=Job.FINAL_STATUSES, finished_at__lt=before)
+    logger.info("Deleted %d jobs finished before %s.", deleted, before, extra={"action": "jobs_deleted"})
+    return deleted
 
 
 def _delete_in_batches(**lookup: object) -> int:

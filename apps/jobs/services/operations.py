@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
@@ -12,6 +13,7 @@ from django.db import transaction
 from apps.jobs.exceptions import InvalidTransition, JobNotFound
 from apps.jobs.models import Job
 from apps.jobs.services import submission, validation
+from apps.jobs.services.ledger import job_cancel
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -23,9 +25,21 @@ RETRYABLE = (Job.Status.FAILED, Job.Status.CANCELLED)
 
 
 def job_retry(
-    *, job_id: UUID | str, requested_by: AbstractBaseUser | None = None, source: str = Job.Source.ADMIN
+    *,
+    job_id: UUID | str,
+    requested_by: AbstractBaseUser | None = None,
+    source: str = Job.Source.ADMIN,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    from_statuses: tuple[str, ...] = RETRYABLE,
 ) -> Job:
     """Run a failed or cancelled job again, as a new job linked to it (`retry_of`); its history stays.
+
+    The new job keeps the first one's trigger (the object whose save started it). `from_statuses`
+    widens what may run again (job_run_again: any finished job).
+
+    `args` and `kwargs`, when given, replace the job's own (an operator's edit-and-retry); they are
+    validated like any submission.
 
     Raises JobNotFound, or InvalidTransition when the job is not failed or cancelled, or was already
     retried by a job that has not finished yet (retrying twice would run it twice).
@@ -38,9 +52,10 @@ def job_retry(
             job = Job.objects.select_for_update().get(pk=job_id)
         except (Job.DoesNotExist, ValidationError, ValueError):
             raise JobNotFound(f"No job has the id {job_id}.", job_id=str(job_id)) from None
-        if job.status not in RETRYABLE:
+        if job.status not in from_statuses:
+            allowed = " or ".join(from_statuses)
             raise InvalidTransition(
-                f"Job {job.pk} is {job.status}; only failed or cancelled jobs can be retried.",
+                f"Job {job.pk} is {job.status}; only {allowed} jobs can be retried.",
                 job_id=str(job.pk),
                 current=job.status,
                 target="retry",
@@ -55,8 +70,8 @@ def job_retry(
             )
         retry = submission.job_submit(
             actor=job.actor_name,
-            args=job.args,
-            kwargs=job.kwargs,
+            args=job.args if args is None else args,
+            kwargs=job.kwargs if kwargs is None else kwargs,
             queue=job.queue_name,
             priority=job.priority,
             # Only what a submitter may set: a recorded tick's scheduled_at would have it skipped.
@@ -67,6 +82,7 @@ def job_retry(
             },
             requested_by=job.requested_by or requested_by,
             source=source,
+            trigger=job.trigger,
             retry_of=job,
         )
     logger.info(
@@ -81,3 +97,42 @@ def job_retry(
         },
     )
     return retry
+
+
+def job_run_again(*, job_id: UUID | str, requested_by: AbstractBaseUser | None = None) -> Job:
+    """Run any finished job again (a succeeded one too: "run again" on the object that triggered it),
+    as a new job linked to it. Raises InvalidTransition for a job that has not finished."""
+    return job_retry(job_id=job_id, requested_by=requested_by, from_statuses=Job.FINAL_STATUSES)
+
+
+@dataclass
+class BulkOutcome:
+    """What a bulk action did: the jobs it changed (for a retry, the new jobs), and why it skipped others."""
+
+    changed: list[Job] = field(default_factory=list)
+    #: Why each job was left as it was (the service's refusal), by job id.
+    skipped: dict[str, InvalidTransition | JobNotFound] = field(default_factory=dict)
+
+
+def jobs_retry(
+    *, job_ids: list[UUID | str], requested_by: AbstractBaseUser | None = None, source: str = Job.Source.ADMIN
+) -> BulkOutcome:
+    """job_retry for each job, each in its own transaction: one refusal does not undo the others."""
+    outcome = BulkOutcome()
+    for job_id in job_ids:
+        try:
+            outcome.changed.append(job_retry(job_id=job_id, requested_by=requested_by, source=source))
+        except (InvalidTransition, JobNotFound) as exc:
+            outcome.skipped[str(job_id)] = exc
+    return outcome
+
+
+def jobs_cancel(*, job_ids: list[UUID | str], requested_by: AbstractBaseUser | None = None) -> BulkOutcome:
+    """job_cancel for each job: the waiting ones are cancelled, the others skipped with the reason."""
+    outcome = BulkOutcome()
+    for job_id in job_ids:
+        try:
+            outcome.changed.append(job_cancel(job_id=job_id, requested_by=requested_by))
+        except (InvalidTransition, JobNotFound) as exc:
+            outcome.skipped[str(job_id)] = exc
+    return outcome
