@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
 
+def progress_percent(current: int | None, total: int | None) -> float | None:
+    """Progress in percent (at most 100), or None while the total is unknown."""
+    if not total or current is None:
+        return None
+    return min(100.0, 100.0 * current / total)
+
+
 class Job(models.Model):
     """One unit of background work, from submission to its final outcome."""
 
@@ -160,9 +167,7 @@ class Job(models.Model):
 
     @property
     def progress_percent(self) -> float | None:
-        if not self.progress_total or self.progress_current is None:
-            return None
-        return min(100.0, 100.0 * self.progress_current / self.progress_total)
+        return progress_percent(self.progress_current, self.progress_total)
 
 
 class JobAttempt(models.Model):

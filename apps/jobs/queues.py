@@ -9,11 +9,9 @@ import dramatiq
 import pika
 import pika.exceptions
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
-from django.utils import timezone
 
+from apps.jobs import stats
 from apps.jobs.exceptions import BrokerUnavailable
-from apps.jobs.models import Job
 
 #: Seconds to wait for RabbitMQ before calling it unreachable (a web request is waiting).
 CONNECT_TIMEOUT_S = 2.0
@@ -45,10 +43,6 @@ def broker_connection() -> pika.BlockingConnection:
         raise BrokerUnavailable(f"RabbitMQ is unreachable: {exc!r}") from exc
 
 
-def _count_per_queue(jobs: QuerySet[Job]) -> dict[str, int]:
-    return dict(jobs.values_list("queue_name").annotate(count=Count("pk")).values_list("queue_name", "count"))
-
-
 def broker_check() -> None:
     """Raise BrokerUnavailable unless RabbitMQ accepts a connection."""
     broker_connection().close()
@@ -64,41 +58,45 @@ def queue_depths() -> list[QueueDepth]:
 
     Delayed jobs are counted in the ledger because RabbitMQ cannot say: a worker takes a delayed
     message from .DQ at once and holds it unacknowledged until it is due (and delays past
-    JOBS_MAX_BROKER_DELAY_MS wait in the ledger, not in RabbitMQ). Each queue is read with a passive
-    declare, which never creates one. Raises BrokerUnavailable.
+    JOBS_MAX_BROKER_DELAY_MS wait in the ledger, not in RabbitMQ). Raises BrokerUnavailable.
     """
-    running = _count_per_queue(Job.objects.filter(status=Job.Status.RUNNING))
-    now = timezone.now()
-    delayed = _count_per_queue(
-        Job.objects.filter(status__in=(Job.Status.PENDING, Job.Status.QUEUED, Job.Status.RETRYING)).filter(
-            Q(scheduled_at__gt=now) | Q(next_retry_at__gt=now)
+    running = stats.running_per_queue()
+    delayed = stats.delayed_per_queue()
+    names = queue_names()
+    counts = message_counts([*names, *(f"{name}.XQ" for name in names)])
+    depths = []
+    for name in names:
+        main, dead = counts[name], counts[f"{name}.XQ"]
+        depths.append(
+            QueueDepth(
+                name=name,
+                ready=main[0] if main else None,
+                delayed=delayed.get(name, 0),
+                dead=dead[0] if dead else None,
+                consumers=main[1] if main else None,
+                running=running.get(name, 0),
+            )
         )
-    )
+    return depths
+
+
+def message_counts(names: list[str]) -> dict[str, tuple[int, int] | None]:
+    """(ready messages, consumers) of each named RabbitMQ queue; None for one RabbitMQ does not have.
+
+    Read with passive declares, which never create a queue. Raises BrokerUnavailable.
+    """
     connection = broker_connection()
     try:
         channel = connection.channel()
-        depths = []
-        for name in queue_names():
-            counts: dict[str, tuple[int, int] | None] = {}
-            for suffix in ("", ".XQ"):
-                try:
-                    declared = channel.queue_declare(queue=name + suffix, passive=True).method
-                    counts[suffix] = (declared.message_count, declared.consumer_count)
-                except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
-                    counts[suffix] = None
-                    channel = connection.channel()
-            main, dead = counts[""], counts[".XQ"]
-            depths.append(
-                QueueDepth(
-                    name=name,
-                    ready=main[0] if main else None,
-                    delayed=delayed.get(name, 0),
-                    dead=dead[0] if dead else None,
-                    consumers=main[1] if main else None,
-                    running=running.get(name, 0),
-                )
-            )
-        return depths
+        counts: dict[str, tuple[int, int] | None] = {}
+        for name in names:
+            try:
+                declared = channel.queue_declare(queue=name, passive=True).method
+                counts[name] = (declared.message_count, declared.consumer_count)
+            except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet; the channel is closed
+                counts[name] = None
+                channel = connection.channel()
+        return counts
     except pika.exceptions.AMQPError as exc:
         raise BrokerUnavailable(f"RabbitMQ failed while reading the queues: {exc!r}") from exc
     finally:

@@ -229,6 +229,13 @@ def running_per_queue() -> dict[str, int]:
     return _count_by("queue_name", Job.objects.filter(status=Status.RUNNING))
 
 
+def delayed_per_queue() -> dict[str, int]:
+    """Waiting jobs per queue whose delay or retry backoff has not passed yet, from the ledger."""
+    now = timezone.now()
+    waiting = Job.objects.filter(status__in=(Status.PENDING, Status.QUEUED, Status.RETRYING))
+    return _count_by("queue_name", waiting.filter(Q(scheduled_at__gt=now) | Q(next_retry_at__gt=now)))
+
+
 def _count_by(field: str, jobs: QuerySet[Job]) -> dict[str, int]:
     rows = jobs.order_by().values_list(field).annotate(count=Count("pk")).values_list(field, "count")
     return {key: count for key, count in rows}

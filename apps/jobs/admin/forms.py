@@ -9,6 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from apps.jobs.api import registry
+from apps.jobs.api.parsers import refuse_constant
 from apps.jobs.api.serializers import JobSubmit
 from apps.jobs.models import Job
 
@@ -38,7 +39,7 @@ class EditAndRetryForm(forms.Form):
 
     def _json(self, name: str, kind: type) -> Any:
         try:
-            value = json.loads(self.cleaned_data[name], parse_constant=_refuse_constant)
+            value = json.loads(self.cleaned_data[name], parse_constant=refuse_constant)
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}") from None
         if not isinstance(value, kind):
@@ -71,10 +72,6 @@ class DeleteFinishedForm(forms.Form):
         "(in the server's time zone). Active jobs are never deleted.",
         widget=forms.DateInput(attrs={"type": "date"}),
     )
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _flatten(errors: Any, path: str = "") -> list[str]:

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, close_old_connections, connections
 
-from apps.jobs.models import Job, JobEvent
+from apps.jobs.models import Job, JobEvent, progress_percent
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _deliver(stream: _Stream, job: dict[str, Any] | None, events: list[dict[str,
         current, total, message = job["progress_current"], job["progress_total"], job["progress_message"]
         if (current, total, message) != (stream.progress or (None, None, "")):
             stream.progress = (current, total, message)
-            percent = min(100.0, 100.0 * current / total) if total and current is not None else None
+            percent = progress_percent(current, total)
             stream.frames.append(
                 frame(
                     "progress", {"current": current, "total": total, "percent": percent, "message": message}

@@ -13,7 +13,8 @@ from rest_framework.parsers import JSONParser
 from apps.jobs.api.errors import PayloadTooLarge
 
 
-def _refuse_constant(name: str) -> None:
+def refuse_constant(name: str) -> None:
+    """json.loads' parse_constant: NaN and Infinity are not JSON, and no database or client takes them."""
     raise ValueError(f"{name} is not valid JSON")
 
 
@@ -45,7 +46,7 @@ class JSONBodyParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         try:
-            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=refuse_constant)
         except RecursionError:
             raise ParseError("JSON parse error - the body nests too deeply.") from None
         except (ValueError, UnicodeDecodeError) as exc:

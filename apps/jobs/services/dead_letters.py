@@ -30,7 +30,7 @@ from django.db import transaction
 from apps.jobs.encoding import MESSAGE_FIELDS
 from apps.jobs.exceptions import BrokerUnavailable, JobsError, UnknownQueue
 from apps.jobs.models import Job
-from apps.jobs.queues import broker_connection, queue_names
+from apps.jobs.queues import broker_connection, message_counts, queue_names
 from apps.jobs.services import operations
 
 if TYPE_CHECKING:
@@ -129,22 +129,9 @@ def dead_letter_counts() -> dict[str, int]:
 
     Read with passive declares, which never create a queue. Raises BrokerUnavailable.
     """
-    counts: dict[str, int] = {}
-    connection = broker_connection()
-    try:
-        channel = connection.channel()
-        for name in queue_names():
-            try:
-                counts[name] = channel.queue_declare(queue=_xq(name), passive=True).method.message_count
-            except pika.exceptions.ChannelClosedByBroker:  # 404: no worker declared it yet
-                counts[name] = 0
-                channel = connection.channel()
-        return counts
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailable(f"RabbitMQ failed while counting dead letters: {exc!r}") from exc
-    finally:
-        if connection.is_open:
-            connection.close()
+    names = queue_names()
+    counts = message_counts([_xq(name) for name in names])
+    return {name: (counts[_xq(name)] or (0, 0))[0] for name in names}
 
 
 def dead_letter_requeue(*, queue: str, message_id: str, requested_by: AbstractBaseUser | None = None) -> Job:

@@ -117,7 +117,7 @@ def workers_list(
     Annotated, on the database's clock: `state` (State), `stale` (no heartbeat for JOBS_LEASE_S and not
     stopped: dead or stuck), `seen_ago` and `up_for` (until it stopped, for a stopped one). Workers
     that stopped more than STOPPED_SHOWN_FOR ago are left out unless `include_old_stopped`.
-    (A read: it belongs in selectors.py, kept here while that module is being edited elsewhere.)
+    (A read kept beside the writes of the Worker rows it interprets.)
     """
     stale = Q(stopped_at__isnull=True, last_seen_at__lt=_lease_start())
     workers = Worker.objects.annotate(
